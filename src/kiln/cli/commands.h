@@ -1,0 +1,15 @@
+// Registration of kiln's subcommands: one file per subcommand under cli/,
+// each adding itself to the root CLI11 app and, when chosen, setting `run`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace kiln::cli {
+
+// The chosen subcommand's body; returns the process exit code.
+using Runner = std::function<int()>;
+
+void register_inspect(CLI::App& root, Runner& run);
+
+}  // namespace kiln::cli

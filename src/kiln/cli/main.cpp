@@ -1,0 +1,19 @@
+// kiln's entry point: parses the command line and runs one subcommand.
+#include <cstdio>
+
+#include "kiln/cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "kiln: LLM inference for serverless GPUs (GGUF models, OpenAI-compatible API).\n"
+      "Run `kiln <command> --help` for the options of each command."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "kiln 0.1.0");
+
+  kiln::cli::Runner run;
+  kiln::cli::register_inspect(app, run);
+
+  CLI11_PARSE(app, argc, argv);
+  if (!run) return 2;
+  return run();
+}
