@@ -97,7 +97,7 @@ void PreTokenizer::split(std::string_view text,
 // --- merges --------------------------------------------------------------------
 
 Status bpe_load_merges(Vocab& v, const std::vector<std::string_view>& merges) {
-  v.merges.reserve(merges.size() * 2);
+  v.merges.reserve(merges.size());
   std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const std::string_view m = merges[rank];
@@ -115,8 +115,7 @@ Status bpe_load_merges(Vocab& v, const std::vector<std::string_view>& merges) {
     const int32_t ir = v.find(joined);
     // A merge whose parts or result are not tokens can never apply.
     if (ia < 0 || ib < 0 || ir < 0) continue;
-    const uint64_t key = (static_cast<uint64_t>(ia) << 32) | static_cast<uint32_t>(ib);
-    v.merges.try_emplace(key, Merge{static_cast<int32_t>(rank), ir});
+    v.merges.insert(ia, ib, Merge{static_cast<int32_t>(rank), ir});
   }
   return Status::success();
 }
@@ -166,10 +165,9 @@ void encode_piece(const Vocab& v, std::string_view piece, std::vector<int32_t>& 
   std::priority_queue<Candidate, std::vector<Candidate>, WorseCandidate> queue;
   const auto try_pair = [&](int32_t l, int32_t r) {
     if (l < 0 || r < 0 || syms[l].id < 0 || syms[r].id < 0) return;
-    const uint64_t key =
-        (static_cast<uint64_t>(syms[l].id) << 32) | static_cast<uint32_t>(syms[r].id);
-    auto it = v.merges.find(key);
-    if (it != v.merges.end()) queue.push({it->second.rank, l, r, syms[l].id, syms[r].id});
+    if (const Merge* m = v.merges.find(syms[l].id, syms[r].id)) {
+      queue.push({m->rank, l, r, syms[l].id, syms[r].id});
+    }
   };
   for (int32_t i = 1; i < static_cast<int32_t>(syms.size()); ++i) try_pair(i - 1, i);
 
@@ -181,8 +179,7 @@ void encode_piece(const Vocab& v, std::string_view piece, std::vector<int32_t>& 
     if (!l.alive || !r.alive || l.next != c.right || l.id != c.left_id || r.id != c.right_id) {
       continue;
     }
-    const uint64_t key = (static_cast<uint64_t>(l.id) << 32) | static_cast<uint32_t>(r.id);
-    l.id = v.merges.at(key).result;
+    l.id = v.merges.find(l.id, r.id)->result;
     r.alive = false;
     l.next = r.next;
     if (r.next >= 0) syms[r.next].prev = c.left;

@@ -55,7 +55,9 @@ class Tokenizer {
   // becomes those tokens; user-defined tokens are always matched, as
   // SentencePiece and Hugging Face tokenizers do for non-special added tokens.
   // Bytes that are not valid UTF-8 are kept (byte fallback / byte-level
-  // tokens), so decode(encode(x)) == x for any x without special-token text.
+  // tokens), so decode(encode(x)) == x for any x without special-token text
+  // (SentencePiece: and without '▁' U+2581, which it reads back as a space,
+  // like the reference tokenizers).
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
 
   // Bytes of the text of `ids` (may end inside a UTF-8 sequence). SentencePiece
