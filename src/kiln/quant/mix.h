@@ -29,9 +29,10 @@ std::string quant_preset_names();
 
 // What the rules need to know about the model as a whole.
 struct MixModel {
-  int n_layers = 0;        // <arch>.block_count
-  int n_experts = 0;       // <arch>.expert_count (0: dense)
-  bool has_output = true;  // false: token_embd doubles as the output projection
+  std::string arch;           // general.architecture ("llama", "falcon", ...)
+  int n_layers = 0;           // <arch>.block_count
+  int n_experts = 0;          // <arch>.expert_count (0: dense)
+  bool has_output = true;     // false: token_embd doubles as the output projection
   bool is_70b_class = false;  // 80 layers with grouped-query attention (see mix.cpp)
 };
 

@@ -39,15 +39,24 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(h[i]);
       return;
     }
-    case DType::Q4_0: return dequantize_q4_0(static_cast<const block_q4_0*>(src), dst, n);
-    case DType::Q4_1: return dequantize_q4_1(static_cast<const block_q4_1*>(src), dst, n);
-    case DType::Q5_0: return dequantize_q5_0(static_cast<const block_q5_0*>(src), dst, n);
-    case DType::Q5_1: return dequantize_q5_1(static_cast<const block_q5_1*>(src), dst, n);
-    case DType::Q8_0: return dequantize_q8_0(static_cast<const block_q8_0*>(src), dst, n);
-    case DType::Q4_K: return dequantize_q4_k(static_cast<const block_q4_K*>(src), dst, n);
-    case DType::Q5_K: return dequantize_q5_k(static_cast<const block_q5_K*>(src), dst, n);
-    case DType::Q6_K: return dequantize_q6_k(static_cast<const block_q6_K*>(src), dst, n);
-    default: KILN_ASSERT_MSG(false, "dequantize_row: unsupported type");
+    case DType::Q4_0:
+      return dequantize_q4_0(static_cast<const block_q4_0*>(src), dst, n);
+    case DType::Q4_1:
+      return dequantize_q4_1(static_cast<const block_q4_1*>(src), dst, n);
+    case DType::Q5_0:
+      return dequantize_q5_0(static_cast<const block_q5_0*>(src), dst, n);
+    case DType::Q5_1:
+      return dequantize_q5_1(static_cast<const block_q5_1*>(src), dst, n);
+    case DType::Q8_0:
+      return dequantize_q8_0(static_cast<const block_q8_0*>(src), dst, n);
+    case DType::Q4_K:
+      return dequantize_q4_k(static_cast<const block_q4_K*>(src), dst, n);
+    case DType::Q5_K:
+      return dequantize_q5_k(static_cast<const block_q5_K*>(src), dst, n);
+    case DType::Q6_K:
+      return dequantize_q6_k(static_cast<const block_q6_K*>(src), dst, n);
+    default:
+      KILN_ASSERT_MSG(false, "dequantize_row: unsupported type");
   }
 }
 
@@ -67,15 +76,24 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(src[i]);
       return;
     }
-    case DType::Q4_0: return quantize_q4_0(src, static_cast<block_q4_0*>(dst), n);
-    case DType::Q4_1: return quantize_q4_1(src, static_cast<block_q4_1*>(dst), n);
-    case DType::Q5_0: return quantize_q5_0(src, static_cast<block_q5_0*>(dst), n);
-    case DType::Q5_1: return quantize_q5_1(src, static_cast<block_q5_1*>(dst), n);
-    case DType::Q8_0: return quantize_q8_0(src, static_cast<block_q8_0*>(dst), n);
-    case DType::Q4_K: return quantize_q4_k(src, static_cast<block_q4_K*>(dst), n);
-    case DType::Q5_K: return quantize_q5_k(src, static_cast<block_q5_K*>(dst), n);
-    case DType::Q6_K: return quantize_q6_k(src, static_cast<block_q6_K*>(dst), n);
-    default: KILN_ASSERT_MSG(false, "quantize_row: unsupported type");
+    case DType::Q4_0:
+      return quantize_q4_0(src, static_cast<block_q4_0*>(dst), n);
+    case DType::Q4_1:
+      return quantize_q4_1(src, static_cast<block_q4_1*>(dst), n);
+    case DType::Q5_0:
+      return quantize_q5_0(src, static_cast<block_q5_0*>(dst), n);
+    case DType::Q5_1:
+      return quantize_q5_1(src, static_cast<block_q5_1*>(dst), n);
+    case DType::Q8_0:
+      return quantize_q8_0(src, static_cast<block_q8_0*>(dst), n);
+    case DType::Q4_K:
+      return quantize_q4_k(src, static_cast<block_q4_K*>(dst), n);
+    case DType::Q5_K:
+      return quantize_q5_k(src, static_cast<block_q5_K*>(dst), n);
+    case DType::Q6_K:
+      return quantize_q6_k(src, static_cast<block_q6_K*>(dst), n);
+    default:
+      KILN_ASSERT_MSG(false, "quantize_row: unsupported type");
   }
 }
 

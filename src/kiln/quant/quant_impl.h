@@ -9,9 +9,18 @@
 
 namespace kiln::quant::detail {
 
-// Round half away from zero, as roundf does; the reference quantizers round
-// this way so that results do not depend on the FPU rounding mode.
-inline int nearest_int(float x) { return int(std::lround(x)); }
+// Round half away from zero, exactly as roundf does (so q8_0 matches ggml's
+// encoder bit for bit), without a libm call: truncation and the difference
+// x - trunc(x) are both exact for |x| < 2^31. Callers keep x in int range.
+inline int nearest_int(float x) {
+  int i = int(x);
+  const float frac = x - float(i);
+  if (frac >= 0.5f)
+    ++i;
+  else if (frac <= -0.5f)
+    --i;
+  return i;
+}
 
 // 32-element block types (quant_legacy.cpp). n is a multiple of 32.
 void dequantize_q4_0(const block_q4_0* x, float* y, int64_t n);

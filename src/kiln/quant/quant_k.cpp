@@ -33,30 +33,45 @@
 namespace kiln::quant::detail {
 namespace {
 
-constexpr int kSearchSteps = 10;     // candidates -10..+10
+constexpr int kSearchSteps = 10;      // candidates -10..+10
 constexpr float kSearchDelta = 0.1f;  // in levels
 constexpr int kRefineIters = 2;
 
-inline int clampi(int v, int lo, int hi) { return std::min(std::max(v, lo), hi); }
-
-// Level of x for x ~ scale * L - min, clamped to [0, nmax]; 0 if scale is 0.
-inline int level_affine(float x, float scale, float min, int nmax) {
-  if (scale == 0.0f) return 0;
-  const float v = (x + min) / scale;
-  return v == v ? clampi(nearest_int(std::clamp(v, -1.0f, float(nmax) + 1.0f)), 0, nmax) : 0;
+inline int clampi(int v, int lo, int hi) {
+  return std::min(std::max(v, lo), hi);
 }
 
-inline int level_sym(float x, float scale, int nlo, int nhi) {
-  if (scale == 0.0f) return 0;
-  const float v = x / scale;
-  return v == v ? clampi(nearest_int(std::clamp(v, float(nlo) - 1, float(nhi) + 1)), nlo, nhi) : 0;
+// Level of x for x ~ scale * L - min, clamped to [0, nmax]; iscale = 1/scale
+// (0 when scale is 0: every level is then 0). Branch-free, as the search calls
+// it ~60 times per element: clamp first (NaN becomes the lowest level), then
+// round by truncating v + 0.5 (v >= 0). That can round 0.49999997 up; the
+// search only needs *a* level per element, and errors are always measured on the levels
+// actually chosen.
+inline int level_affine(float x, float iscale, float min, int nmax) {
+  float v = (x + min) * iscale;
+  v = v > 0.0f ? v : 0.0f;  // (NaN -> 0; written so it compiles to maxss/minss)
+  v = v < float(nmax) ? v : float(nmax);
+  return int(v + 0.5f);
+}
+
+// Same for q6_k's signed levels [-32, 31].
+inline int level_sym(float x, float iscale) {
+  float v = x * iscale;
+  v = v > -32.0f ? v : -32.0f;
+  v = v < 31.0f ? v : 31.0f;
+  return int(v + 32.5f) - 32;
+}
+
+inline float inverse(float s) {
+  return s != 0.0f ? 1.0f / s : 0.0f;
 }
 
 // Weighted error of x ~ scale*L - min with the levels re-rounded.
 float affine_error(const float* x, const float* w, int n, int nmax, float scale, float min) {
+  const float iscale = inverse(scale);
   float err = 0.0f;
   for (int i = 0; i < n; ++i) {
-    const float diff = scale * float(level_affine(x[i], scale, min, nmax)) - min - x[i];
+    const float diff = scale * float(level_affine(x[i], iscale, min, nmax)) - min - x[i];
     err += w[i] * diff * diff;
   }
   return err;
@@ -111,7 +126,7 @@ void fit_affine(const float* x, const float* w, int n, int nmax, float& best_sca
   int L[32];
   for (int s = -kSearchSteps; s <= kSearchSteps; ++s) {
     const float iscale = (float(nmax) + kSearchDelta * float(s)) / (hi - lo);
-    for (int i = 0; i < n; ++i) L[i] = clampi(nearest_int(iscale * (x[i] - lo)), 0, nmax);
+    for (int i = 0; i < n; ++i) L[i] = level_affine(x[i], iscale, -lo, nmax);
     float a, b;
     if (!solve_affine(x, w, L, n, a, b)) continue;
     const float err = affine_error(x, w, n, nmax, a, -b);
@@ -122,7 +137,8 @@ void fit_affine(const float* x, const float* w, int n, int nmax, float& best_sca
     }
   }
   for (int it = 0; it < kRefineIters; ++it) {
-    for (int i = 0; i < n; ++i) L[i] = level_affine(x[i], best_scale, best_min, nmax);
+    const float iscale = inverse(best_scale);
+    for (int i = 0; i < n; ++i) L[i] = level_affine(x[i], iscale, best_min, nmax);
     float a, b;
     if (!solve_affine(x, w, L, n, a, b)) break;
     const float err = affine_error(x, w, n, nmax, a, -b);
@@ -134,9 +150,10 @@ void fit_affine(const float* x, const float* w, int n, int nmax, float& best_sca
 }
 
 float sym_error(const float* x, const float* w, int n, float scale) {
+  const float iscale = inverse(scale);
   float err = 0.0f;
   for (int i = 0; i < n; ++i) {
-    const float diff = scale * float(level_sym(x[i], scale, -32, 31)) - x[i];
+    const float diff = scale * float(level_sym(x[i], iscale)) - x[i];
     err += w[i] * diff * diff;
   }
   return err;
@@ -173,11 +190,12 @@ float fit_symmetric(const float* x, const float* w, int n) {
   };
   for (int s = -kSearchSteps; s <= kSearchSteps; ++s) {
     const float iscale = -(32.0f + kSearchDelta * float(s)) / max;
-    for (int i = 0; i < n; ++i) L[i] = clampi(nearest_int(iscale * x[i]), -32, 31);
+    for (int i = 0; i < n; ++i) L[i] = level_sym(x[i], iscale);
     try_levels();
   }
   for (int it = 0; it < kRefineIters; ++it) {
-    for (int i = 0; i < n; ++i) L[i] = level_sym(x[i], best, -32, 31);
+    const float iscale = inverse(best);
+    for (int i = 0; i < n; ++i) L[i] = level_sym(x[i], iscale);
     if (!try_levels()) break;
   }
   return best;
@@ -226,12 +244,14 @@ void quantize_affine_superblock(const float* x, int nmax, uint16_t& d_out, uint1
     const int lm0 = dmin > 0.0f ? clampi(nearest_int(mins[j] / dmin), 0, 63) : 0;
     ls[j] = ls0;
     lm[j] = lm0;
-    float best_err = affine_error(x + 32 * j, w + 32 * j, 32, nmax, d * float(ls0), dmin * float(lm0));
+    float best_err =
+        affine_error(x + 32 * j, w + 32 * j, 32, nmax, d * float(ls0), dmin * float(lm0));
     for (int ds = -1; ds <= 1; ++ds) {
       for (int dm = -1; dm <= 1; ++dm) {
         const int cs = ls0 + ds, cm = lm0 + dm;
         if ((ds == 0 && dm == 0) || cs < 0 || cs > 63 || cm < 0 || cm > 63) continue;
-        const float err = affine_error(x + 32 * j, w + 32 * j, 32, nmax, d * float(cs), dmin * float(cm));
+        const float err =
+            affine_error(x + 32 * j, w + 32 * j, 32, nmax, d * float(cs), dmin * float(cm));
         if (err < best_err) {
           best_err = err;
           ls[j] = cs;
@@ -247,7 +267,8 @@ void quantize_affine_superblock(const float* x, int nmax, uint16_t& d_out, uint1
     // Same float expressions as the decoder, so levels round against the
     // values it will reconstruct.
     const float D = d * float(sc), M = dmin * float(m);
-    for (int i = 0; i < 32; ++i) L[32 * j + i] = uint8_t(level_affine(x[32 * j + i], D, M, nmax));
+    const float iD = inverse(D);
+    for (int i = 0; i < 32; ++i) L[32 * j + i] = uint8_t(level_affine(x[32 * j + i], iD, M, nmax));
   }
 }
 
@@ -369,8 +390,8 @@ void quantize_q6_k(const float* x, block_q6_K* y, int64_t n) {
         }
       }
       y[i].scales[j] = int8_t(best);
-      const float D = d * float(best);
-      for (int l = 0; l < 16; ++l) L[16 * j + l] = int8_t(level_sym(xs[l], D, -32, 31));
+      const float iD = inverse(d * float(best));
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = int8_t(level_sym(xs[l], iD));
     }
     for (int half = 0; half < 2; ++half) {
       uint8_t* ql = y[i].ql + 64 * half;
