@@ -19,10 +19,10 @@ namespace kiln::engine {
 // What a request asks of the sampler. Defaults are "off", except temperature,
 // which defaults to OpenAI's 1.
 struct SamplingParams {
-  float temperature = 1.0f;         // 0 = greedy (argmax, lowest id wins ties)
-  int32_t top_k = 0;                // 0 (or -1) = off
-  float top_p = 1.0f;               // 1 = off; in (0, 1]
-  float min_p = 0.0f;               // 0 = off; in [0, 1], relative to the top token
+  float temperature = 1.0f;  // 0 = greedy (argmax, lowest id wins ties)
+  int32_t top_k = 0;         // 0 (or -1) = off
+  float top_p = 1.0f;        // 1 = off; in (0, 1]
+  float min_p = 0.0f;        // 0 = off; in [0, 1], relative to the top token
   // llama.cpp style: over the distinct tokens among the last `penalty_last_n`
   // tokens of the context (prompt + generated), positive logits are divided by
   // it and negative ones multiplied, so > 1 always discourages repeats.
@@ -30,8 +30,8 @@ struct SamplingParams {
   int32_t penalty_last_n = 64;      // window of repetition_penalty; 0 = none, -1 = whole context
   // OpenAI semantics, over the generated tokens only:
   // logit -= presence_penalty * [count > 0] + frequency_penalty * count.
-  float presence_penalty = 0.0f;    // [-2, 2]
-  float frequency_penalty = 0.0f;   // [-2, 2]
+  float presence_penalty = 0.0f;   // [-2, 2]
+  float frequency_penalty = 0.0f;  // [-2, 2]
   // OpenAI `logit_bias`: added to the logit after the penalties.
   std::vector<std::pair<int32_t, float>> logit_bias;
   // The same seed and the same logits give the same tokens on every platform.
@@ -65,11 +65,6 @@ class Rng {
   uint64_t s_[4];
 };
 
-struct TokenLogit {
-  int32_t id;
-  float logit;
-};
-
 struct TokenLogprob {
   int32_t id = -1;
   float logprob = 0.0f;
@@ -90,6 +85,8 @@ Logprobs compute_logprobs(std::span<const float> logits, int32_t n_vocab, int32_
 // exp(x) for the sampler's x <= 0 (and -inf -> exactly 0); relative error
 // about 2e-7. Written out (no libm) so weights are the same bits everywhere.
 float exp_nonpos(float x);
+// y[i] = exp_nonpos(x[i]), vectorized; the same bits as the scalar function.
+void exp_nonpos_n(const float* x, float* y, int64_t n);
 
 // The sampling state of one sequence: its RNG and the token history the
 // penalties need. Not thread-safe; one per sequence, used by the engine thread.
@@ -112,28 +109,38 @@ class Sampler {
   // Order: penalties + bias -> top-k -> temperature -> min-p -> top-p -> draw.
   int32_t sample(std::span<const float> logits, int32_t n_vocab);
 
+  // The logits as the truncation steps see them: after repetition, presence
+  // and frequency penalties, logit_bias and EOG masking. Points at `logits`
+  // itself when nothing applies, else at scratch valid until the next call.
+  std::span<const float> adjusted_logits(std::span<const float> logits, int32_t n_vocab);
+
   int64_t n_generated() const { return n_generated_; }
 
  private:
+  struct Candidate {
+    int32_t id;
+    float logit;
+    float weight = 0.0f;  // exp((logit - max) / temperature), once known
+  };
   const float* apply_penalties(const float* raw, int32_t n_vocab);
-  void select_top_k(const float* logits, int32_t n_vocab, int32_t k);
-  int32_t draw_dense(const float* logits, int32_t n_vocab, float max_logit, float inv_temp);
-  int32_t draw_candidates(float max_logit, float inv_temp, bool sorted);
+  int32_t draw_dense(int32_t n_vocab);
+  size_t nucleus(double target);
+  int32_t draw_candidates(size_t n_keep);
   void push_context(int32_t token);
 
   SamplingParams params_;
   Rng rng_;
   std::vector<int32_t> eog_ids_;
-  std::deque<int32_t> window_;                         // last penalty_last_n context tokens
+  std::deque<int32_t> window_;                          // last penalty_last_n context tokens
   std::unordered_map<int32_t, int32_t> window_counts_;  // id -> occurrences in window_
   std::unordered_map<int32_t, int32_t> gen_counts_;     // id -> occurrences among generated
   int64_t n_generated_ = 0;
 
   // Scratch reused across steps so a step allocates nothing once warm.
   std::vector<float> adjusted_;        // [n_vocab] logits after penalties (when any apply)
-  std::vector<float> weights_;         // [n_vocab] or [n_candidates] unnormalized probabilities
-  std::vector<double> block_sums_;     // [n_vocab / kBlock] partial sums of weights_
-  std::vector<TokenLogit> candidates_;  // tokens still in the running after truncation
+  std::vector<float> weights_;         // [n_vocab] unnormalized probabilities (dense path)
+  std::vector<double> block_sums_;     // [ceil(n_vocab / 256)] partial sums of weights_
+  std::vector<Candidate> candidates_;  // tokens still in the running after truncation
 };
 
 // Index of the largest value in v[0..n), lowest index on ties; NaN never wins
