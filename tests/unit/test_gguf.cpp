@@ -138,6 +138,30 @@ TEST(Gguf, WriteFileAtomicallyAndReopen) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Gguf, StreamedTensorsMatchCopiedOnes) {
+  Writer a = small_writer();
+  Writer b;
+  b.set_string("general.architecture", "llama");
+  b.set_u32("llama.block_count", 2);
+  b.set_f32("llama.rope.freq_base", 10000.0f);
+  b.set_bool("tokenizer.ggml.add_bos_token", true);
+  b.set("tokenizer.ggml.tokens", make_string_array({"a", "b", "c"}));
+  int calls = 0;
+  ASSERT_TRUE(b.add_tensor_fn("t0", DType::F32, {4, 2}, [&](std::span<uint8_t> out) {
+                 ++calls;
+                 const auto v = f32_bytes({1, 2, 3, 4, 5, 6, 7, 8});
+                 ASSERT_EQ(out.size(), v.size());
+                 std::copy(v.begin(), v.end(), out.begin());
+               }).ok());
+  ASSERT_TRUE(b.add_tensor_fn("t1", DType::F32, {3}, [&](std::span<uint8_t> out) {
+                 ++calls;
+                 const auto v = f32_bytes({9, 10, 11});
+                 std::copy(v.begin(), v.end(), out.begin());
+               }).ok());
+  EXPECT_EQ(a.to_bytes(), b.to_bytes());
+  EXPECT_EQ(calls, 2);
+}
+
 TEST(Gguf, WriterRejectsBadTensors) {
   Writer w;
   EXPECT_FALSE(w.add_tensor("q", DType::Q4_0, {31}, std::vector<uint8_t>(18)).ok());

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -138,6 +139,11 @@ class Writer {
                     std::span<const uint8_t> data);
   Status add_tensor_ref(std::string name, DType type, std::vector<int64_t> ne,
                         std::span<const uint8_t> data);
+  // Streams a tensor: write() calls fill(buffer) with a buffer of exactly the
+  // tensor's byte size just before writing it, so huge models are produced in
+  // bounded memory (one tensor at a time).
+  using FillFn = std::function<void(std::span<uint8_t>)>;
+  Status add_tensor_fn(std::string name, DType type, std::vector<int64_t> ne, FillFn fill);
 
   // Serializes to memory (tests) or writes path atomically (temp file + rename,
   // so a failure never leaves a half-written file under the final name).
@@ -151,6 +157,8 @@ class Writer {
     std::vector<int64_t> ne;
     std::vector<uint8_t> owned;
     std::span<const uint8_t> data;
+    size_t n_bytes = 0;  // == data.size() unless streamed through fill
+    FillFn fill;
   };
   Status check_tensor(const std::string& name, DType type, const std::vector<int64_t>& ne,
                       size_t n_bytes) const;

@@ -115,7 +115,8 @@ Status Writer::check_tensor(const std::string& name, DType type, const std::vect
 Status Writer::add_tensor(std::string name, DType type, std::vector<int64_t> ne,
                           std::span<const uint8_t> data) {
   KILN_TRY(check_tensor(name, type, ne, data.size()));
-  PendingTensor t{std::move(name), type, std::move(ne), {data.begin(), data.end()}, {}};
+  PendingTensor t{std::move(name), type, std::move(ne), {data.begin(), data.end()}, {},
+                  data.size(), {}};
   tensors_.push_back(std::move(t));
   tensors_.back().data = tensors_.back().owned;
   return {};
@@ -124,7 +125,18 @@ Status Writer::add_tensor(std::string name, DType type, std::vector<int64_t> ne,
 Status Writer::add_tensor_ref(std::string name, DType type, std::vector<int64_t> ne,
                               std::span<const uint8_t> data) {
   KILN_TRY(check_tensor(name, type, ne, data.size()));
-  tensors_.push_back(PendingTensor{std::move(name), type, std::move(ne), {}, data});
+  tensors_.push_back(PendingTensor{std::move(name), type, std::move(ne), {}, data, data.size(), {}});
+  return {};
+}
+
+Status Writer::add_tensor_fn(std::string name, DType type, std::vector<int64_t> ne, FillFn fill) {
+  int64_t n = 1;
+  for (auto d : ne) n *= d;
+  const auto& info = dtype_info(type);
+  const size_t n_bytes = ne.empty() || n < 0 ? 0 : size_t(n / info.block_elems) * info.block_bytes;
+  KILN_TRY(check_tensor(name, type, ne, n_bytes));
+  tensors_.push_back(PendingTensor{std::move(name), type, std::move(ne), {}, {}, n_bytes,
+                                   std::move(fill)});
   return {};
 }
 
@@ -154,7 +166,7 @@ void serialize(Sink& s, const std::vector<std::pair<std::string, Value>>& kv,
     for (auto d : t.ne) s.pod(uint64_t(d));
     s.pod(uint32_t(t.type));
     s.pod(offset);
-    offset = align_up(offset + t.data.size(), alignment);
+    offset = align_up(offset + t.n_bytes, alignment);
   }
   static const uint8_t zeros[256] = {};
   auto pad = [&](uint64_t to) {
@@ -163,10 +175,17 @@ void serialize(Sink& s, const std::vector<std::pair<std::string, Value>>& kv,
   pad(align_up(s.written, alignment));
   const uint64_t data_start = s.written;
   offset = 0;
+  std::vector<uint8_t> buffer;  // reused by streamed tensors
   for (const auto& t : tensors) {
     pad(data_start + offset);
-    s.put(t.data.data(), t.data.size());
-    offset = align_up(offset + t.data.size(), alignment);
+    if (t.fill) {
+      buffer.assign(t.n_bytes, 0);
+      t.fill(buffer);
+      s.put(buffer.data(), buffer.size());
+    } else {
+      s.put(t.data.data(), t.data.size());
+    }
+    offset = align_up(offset + t.n_bytes, alignment);
   }
 }
 
