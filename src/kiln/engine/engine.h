@@ -1,0 +1,73 @@
+// The engine: one thread that owns the backend, the KV block pool, the prefix
+// cache and the scheduler, and runs steps of continuous batching. Other
+// threads talk to it only through submit() and the per-request ResultChannel.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kiln/backend/backend.h"
+#include "kiln/core/status.h"
+#include "kiln/engine/request.h"
+
+namespace kiln {
+class Tokenizer;
+namespace model {
+class Model;
+}
+}  // namespace kiln
+
+namespace kiln::engine {
+
+struct EngineConfig {
+  int32_t n_parallel = 8;           // --parallel: sequences decoded together at most
+  int32_t max_batch_tokens = 512;   // --max-batch-tokens: tokens per step (decode + prefill chunks)
+  int32_t ctx_size = 4096;          // --ctx-size: prompt + generated tokens per request
+  KvCacheConfig kv;                 // type, block size, number of blocks
+  bool prefix_cache = true;         // automatic prefix caching of full blocks
+};
+
+// Counters and gauges, updated by the engine thread, read by /metrics.
+struct EngineStats {
+  std::atomic<int64_t> running{0};              // sequences holding a slot
+  std::atomic<int64_t> waiting{0};              // submitted, not yet scheduled
+  std::atomic<uint64_t> steps{0};
+  std::atomic<uint64_t> step_time_us_total{0};
+  std::atomic<int64_t> max_seqs_in_step{0};     // most sequences in one step so far
+  std::atomic<uint64_t> mixed_steps{0};         // steps with both prefill and decode rows
+  std::atomic<uint64_t> prompt_tokens{0};       // prompt tokens of admitted requests
+  std::atomic<uint64_t> prompt_tokens_computed{0};  // ... actually run through the model
+  std::atomic<uint64_t> prompt_tokens_cached{0};    // ... served from the prefix cache
+  std::atomic<uint64_t> generated_tokens{0};
+  std::atomic<uint64_t> preemptions{0};
+  std::atomic<uint64_t> prefix_lookups{0};      // full prompt blocks looked up
+  std::atomic<uint64_t> prefix_hits{0};         // ... found and verified
+  std::atomic<int64_t> kv_blocks_total{0};
+  std::atomic<int64_t> kv_blocks_used{0};
+};
+
+class Engine {
+ public:
+  // The model, tokenizer and backend must outlive the engine; the backend's
+  // weights must be loaded. Allocates the KV pool (cfg.kv).
+  static Result<std::unique_ptr<Engine>> create(Backend& backend, const model::Model& model,
+                                                const Tokenizer& tokenizer, EngineConfig cfg);
+  virtual ~Engine() = default;
+
+  // Starts / stops the engine thread. stop() cancels nothing: call it after
+  // draining; requests still queued then get FinishReason::cancelled.
+  virtual void start() = 0;
+  virtual void stop() = 0;
+
+  // Thread-safe. Queues a request; the engine answers through `out`. Fails
+  // (without touching `out`) when the request can never fit (prompt +
+  // max_tokens beyond ctx_size or beyond the whole KV pool) or when stopped.
+  virtual Status submit(GenerationRequest req, std::shared_ptr<ResultChannel> out) = 0;
+
+  virtual const EngineConfig& config() const = 0;
+  virtual const EngineStats& stats() const = 0;
+};
+
+}  // namespace kiln::engine
