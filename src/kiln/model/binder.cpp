@@ -19,7 +19,18 @@ std::string shape_str(const std::vector<int64_t>& ne) {
 
 }  // namespace
 
-bool WeightBinder::has(const std::string& name) const { return file_.tensor(name) != nullptr; }
+bool WeightBinder::has(const std::string& name) const {
+  return file_.tensor(name) != nullptr;
+}
+
+void WeightBinder::check_all_used(std::string_view arch) {
+  for (const auto& t : file_.tensors())
+    if (!used_.count(t.name))
+      fail(
+          fmt::format("tensor '{}' is not part of the '{}' architecture as kiln knows it (a "
+                      "different model variant?)",
+                      t.name, arch));
+}
 
 Matrix WeightBinder::optional_matrix(const std::string& name, int64_t n_in, int64_t n_out) {
   if (!has(name)) return {};
@@ -28,6 +39,7 @@ Matrix WeightBinder::optional_matrix(const std::string& name, int64_t n_in, int6
 
 Matrix WeightBinder::matrix(const std::string& name, int64_t n_in, int64_t n_out) {
   const gguf::TensorInfo* t = file_.tensor(name);
+  used_.insert(name);
   const std::string want = shape_str({n_in, n_out});
   if (!t) {
     fail(fmt::format("tensor '{}' is missing (expected shape {})", name, want));
@@ -39,9 +51,10 @@ Matrix WeightBinder::matrix(const std::string& name, int64_t n_in, int64_t n_out
   }
   const DTypeInfo& info = dtype_info(t->type);
   if (!info.supported) {
-    fail(fmt::format("tensor '{}' is stored as {}, which kiln cannot compute with (supported: "
-                     "f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k); re-quantize the model",
-                     name, info.name));
+    fail(
+        fmt::format("tensor '{}' is stored as {}, which kiln cannot compute with (supported: "
+                    "f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k); re-quantize the model",
+                    name, info.name));
     return {};
   }
   if (n_in % info.block_elems != 0) {
@@ -66,6 +79,7 @@ Vector WeightBinder::optional_vector(const std::string& name, int64_t n) {
 
 Vector WeightBinder::vector(const std::string& name, int64_t n) {
   const gguf::TensorInfo* t = file_.tensor(name);
+  used_.insert(name);
   if (!t) {
     fail(fmt::format("tensor '{}' is missing (expected shape [{}])", name, n));
     return {};

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <deque>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/core/status.h"
@@ -33,6 +35,11 @@ class WeightBinder {
   Vector optional_vector(const std::string& name, int64_t n);
 
   bool has(const std::string& name) const;
+  // Marks a tensor the model deliberately does not use (no error for it).
+  void ignore(const std::string& name) { used_.insert(name); }
+  // Adds an error for every tensor of the file that was never bound or
+  // ignored: an unexpected tensor means a model variant kiln would run wrongly.
+  void check_all_used(std::string_view arch);
   void fail(std::string message) { errors_.push_back(std::move(message)); }
   // Success, or one error listing every problem found (at most a dozen shown).
   Status status() const;
@@ -41,6 +48,7 @@ class WeightBinder {
   const gguf::File& file_;
   std::deque<std::vector<float>>& storage_;
   std::vector<std::string> errors_;
+  std::set<std::string, std::less<>> used_;
 };
 
 }  // namespace kiln::model

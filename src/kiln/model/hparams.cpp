@@ -19,19 +19,21 @@ Result<int64_t> read_count(const gguf::File& f, const std::string& arch, const c
   const gguf::Value* v = f.find(key);
   if (!v) {
     if (fallback) return *fallback;
-    return make_error(fmt::format("{}: required metadata key '{}' is missing (it says how the "
-                                  "model is shaped; re-convert the model with a current converter)",
-                                  f.path(), key));
+    return make_error(
+        fmt::format("{}: required metadata key '{}' is missing (it says how the "
+                    "model is shaped; re-convert the model with a current converter)",
+                    f.path(), key));
   }
   if (v->as_array())
-    return make_error(fmt::format("{}: '{}' is an array (per-layer values); kiln supports one "
-                                  "value for all layers",
-                                  f.path(), key));
+    return make_error(
+        fmt::format("{}: '{}' is an array (per-layer values); kiln supports one "
+                    "value for all layers",
+                    f.path(), key));
   const auto i = v->as_int();
-  if (!i) return make_error(fmt::format("{}: '{}' must be an integer, found {}", f.path(), key,
-                                        gguf::value_type_name(v->type())));
-  if (*i <= 0)
-    return make_error(fmt::format("{}: '{}' = {} must be positive", f.path(), key, *i));
+  if (!i)
+    return make_error(fmt::format("{}: '{}' must be an integer, found {}", f.path(), key,
+                                  gguf::value_type_name(v->type())));
+  if (*i <= 0) return make_error(fmt::format("{}: '{}' = {} must be positive", f.path(), key, *i));
   return *i;
 }
 
@@ -53,11 +55,11 @@ Result<double> read_real(const gguf::File& f, const std::string& key,
 Result<HParams> read_hparams(const gguf::File& f, const std::string& arch) {
   HParams hp;
   hp.arch = arch;
-#define KILN_READ(field, suffix, fallback)                      \
-  do {                                                          \
-    auto r_ = read_count(f, arch, suffix, fallback);            \
-    if (!r_.ok()) return r_.error();                            \
-    hp.field = *r_;                                             \
+#define KILN_READ(field, suffix, fallback)           \
+  do {                                               \
+    auto r_ = read_count(f, arch, suffix, fallback); \
+    if (!r_.ok()) return r_.error();                 \
+    hp.field = *r_;                                  \
   } while (0)
   KILN_READ(n_embd, "embedding_length", std::nullopt);
   KILN_READ(n_layer, "block_count", std::nullopt);
@@ -105,15 +107,17 @@ Result<HParams> read_hparams(const gguf::File& f, const std::string& arch) {
     scaling = "linear";
     scale = *lin;
   }
-  if (scaling.empty() || scaling == "none" || (scaling == "linear" && (scale == 0.0 || scale == 1.0))) {
+  if (scaling.empty() || scaling == "none" ||
+      (scaling == "linear" && (scale == 0.0 || scale == 1.0))) {
     hp.rope_scaling = RopeScaling::none;
   } else if (scaling == "linear") {
     hp.rope_scaling = RopeScaling::linear;
     hp.rope_scale_factor = scale;
   } else {
-    return make_error(fmt::format("{}: '{}' = '{}' is not supported (kiln supports 'none' and "
-                                  "'linear' RoPE scaling)",
-                                  f.path(), type_key, scaling));
+    return make_error(
+        fmt::format("{}: '{}' = '{}' is not supported (kiln supports 'none' and "
+                    "'linear' RoPE scaling)",
+                    f.path(), type_key, scaling));
   }
   return hp;
 }
@@ -121,23 +125,28 @@ Result<HParams> read_hparams(const gguf::File& f, const std::string& arch) {
 Status validate_hparams(const HParams& hp, const std::string& file) {
   auto fail = [&](std::string msg) { return Status(make_error(file + ": " + msg)); };
   if (hp.n_head_kv > hp.n_head || hp.n_head % hp.n_head_kv != 0)
-    return fail(fmt::format("{}.attention.head_count ({}) must be a multiple of "
-                            "{}.attention.head_count_kv ({})",
-                            hp.arch, hp.n_head, hp.arch, hp.n_head_kv));
+    return fail(
+        fmt::format("{}.attention.head_count ({}) must be a multiple of "
+                    "{}.attention.head_count_kv ({})",
+                    hp.arch, hp.n_head, hp.arch, hp.n_head_kv));
   if (hp.n_rot % 2 != 0 || hp.n_rot > hp.head_dim_k)
-    return fail(fmt::format("{}.rope.dimension_count ({}) must be even and at most the head "
-                            "size ({})",
-                            hp.arch, hp.n_rot, hp.head_dim_k));
+    return fail(
+        fmt::format("{}.rope.dimension_count ({}) must be even and at most the head "
+                    "size ({})",
+                    hp.arch, hp.n_rot, hp.head_dim_k));
   if (!(hp.rope_freq_base > 0))
-    return fail(fmt::format("{}.rope.freq_base ({}) must be positive", hp.arch,
-                            hp.rope_freq_base));
+    return fail(fmt::format("{}.rope.freq_base ({}) must be positive", hp.arch, hp.rope_freq_base));
   if (!(hp.rms_eps > 0) || !std::isfinite(hp.rms_eps))
-    return fail(fmt::format("{}.attention.layer_norm_rms_epsilon ({}) must be positive",
-                            hp.arch, hp.rms_eps));
+    return fail(fmt::format("{}.attention.layer_norm_rms_epsilon ({}) must be positive", hp.arch,
+                            hp.rms_eps));
   if (hp.rope_scaling == RopeScaling::linear && !(hp.rope_scale_factor > 0))
-    return fail(fmt::format("{}.rope.scaling.factor ({}) must be positive", hp.arch,
-                            hp.rope_scale_factor));
-  if (hp.n_vocab <= 0) return fail("the vocabulary size is unknown");
+    return fail(
+        fmt::format("{}.rope.scaling.factor ({}) must be positive", hp.arch, hp.rope_scale_factor));
+  if (hp.n_vocab <= 0)
+    return fail(
+        fmt::format("the vocabulary size is unknown (no {}.vocab_size, "
+                    "tokenizer.ggml.tokens or token_embd.weight)",
+                    hp.arch));
   return Status::success();
 }
 

@@ -4,13 +4,16 @@
 namespace kiln::model {
 namespace {
 
-uint64_t vec_bytes(const Vector& v) { return v ? uint64_t(v.n) * sizeof(float) : 0; }
+uint64_t vec_bytes(const Vector& v) {
+  return v ? uint64_t(v.n) * sizeof(float) : 0;
+}
 
 uint64_t layer_bytes(const LayerWeights& l) {
   uint64_t b = 0;
   for (const Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
     b += m->n_bytes;
-  for (const Vector* v : {&l.attn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.ffn_norm})
+  for (const Vector* v :
+       {&l.attn_norm, &l.bq, &l.bk, &l.bv, &l.bo, &l.q_norm, &l.k_norm, &l.ffn_norm})
     b += vec_bytes(*v);
   return b;
 }

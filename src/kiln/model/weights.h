@@ -14,7 +14,7 @@ namespace kiln::model {
 // A 2-D weight as GGUF stores it: n_out rows of n_in elements in `type`
 // (GGUF ne = [n_in, n_out]); y = W x maps n_in -> n_out.
 struct Matrix {
-  std::string name;         // GGUF tensor name, for errors and logs
+  std::string name;  // GGUF tensor name, for errors and logs
   DType type = DType::F32;
   const void* data = nullptr;  // [n_out, n_in] rows in `type`
   int64_t n_in = 0;
@@ -38,18 +38,19 @@ struct Vector {
 };
 
 struct LayerWeights {
-  Vector attn_norm;  // [n_embd]
-  Matrix wq;         // [n_head * head_dim_k, n_embd]
-  Matrix wk;         // [n_head_kv * head_dim_k, n_embd]
-  Matrix wv;         // [n_head_kv * head_dim_v, n_embd]
-  Matrix wo;         // [n_embd, n_head * head_dim_v]
-  Vector bq, bk, bv; // optional biases (qwen2): [n_q], [n_k], [n_v]
-  Vector q_norm;     // optional per-head RMSNorm of Q (qwen3): [head_dim_k]
-  Vector k_norm;     // optional per-head RMSNorm of K (qwen3): [head_dim_k]
-  Vector ffn_norm;   // [n_embd]
-  Matrix w_gate;     // [n_ff, n_embd]
-  Matrix w_up;       // [n_ff, n_embd]
-  Matrix w_down;     // [n_embd, n_ff]
+  Vector attn_norm;   // [n_embd]
+  Matrix wq;          // [n_head * head_dim_k, n_embd]
+  Matrix wk;          // [n_head_kv * head_dim_k, n_embd]
+  Matrix wv;          // [n_head_kv * head_dim_v, n_embd]
+  Matrix wo;          // [n_embd, n_head * head_dim_v]
+  Vector bq, bk, bv;  // optional biases (qwen2): [n_q], [n_k], [n_v]
+  Vector bo;          // optional output-projection bias: [n_embd]
+  Vector q_norm;      // optional per-head RMSNorm of Q (qwen3): [head_dim_k]
+  Vector k_norm;      // optional per-head RMSNorm of K (qwen3): [head_dim_k]
+  Vector ffn_norm;    // [n_embd]
+  Matrix w_gate;      // [n_ff, n_embd]
+  Matrix w_up;        // [n_ff, n_embd]
+  Matrix w_down;      // [n_embd, n_ff]
 };
 
 struct ModelWeights {
@@ -57,7 +58,7 @@ struct ModelWeights {
   Vector output_norm;  // [n_embd]
   Matrix output;       // [n_vocab, n_embd]; the same tensor as tok_embd when tied
   bool output_tied = false;
-  Vector rope_freqs;   // optional [n_rot / 2]: divides each rotation frequency (Llama 3.1+)
+  Vector rope_freqs;  // optional [n_rot / 2]: divides each rotation frequency (Llama 3.1+)
   std::vector<LayerWeights> layers;
 
   // Bytes of weights a decode step reads per token: every layer matrix and

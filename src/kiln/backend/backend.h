@@ -1,0 +1,166 @@
+// The backend interface: the one thing the engine calls to run the model.
+// CPU and CUDA implement it; nothing above engine/ knows which one runs.
+//
+// A step = forward(batch) -> synchronize() -> logits(i). A batch is a flat
+// list of tokens, each naming its sequence, its position in that sequence and
+// whether its logits are wanted, so one call can mix prefill chunks of some
+// sequences with decode tokens of others (continuous batching).
+//
+// KV cache (paged): a pool of n_blocks blocks, each holding K and V of
+// block_size consecutive positions for every layer. A sequence owns a block
+// table: block_table[i] holds its positions [i*block_size, (i+1)*block_size).
+// Blocks are allocated, shared (prefix caching) and freed by the engine
+// (engine/kv_block_pool.h); the backend only stores their contents.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kiln/core/status.h"
+
+namespace kiln::model {
+class Model;
+struct HParams;
+}  // namespace kiln::model
+
+namespace kiln {
+
+// Element type of the stored K/V rows (one row = one head of one position).
+// f32 matches the float64 reference; f16 is the serving default; fp8 (e4m3,
+// saturating) and q8_0 (blocks of 32 with an f16 scale) halve it again.
+enum class KvType : uint8_t { f32, f16, fp8, q8_0 };
+
+std::string_view kv_type_name(KvType t);  // "f32", "f16", "fp8", "q8_0"
+std::optional<KvType> kv_type_from_name(std::string_view name);
+// Bytes of one stored row of head_dim elements (head_dim % 32 == 0 for q8_0).
+size_t kv_row_bytes(KvType t, int64_t head_dim);
+
+struct KvCacheConfig {
+  KvType type = KvType::f16;
+  int32_t block_size = 16;  // positions per block
+  int32_t n_blocks = 0;     // blocks in the pool (block ids 0 .. n_blocks-1)
+};
+
+// Bytes one block id takes over all layers (K and V): what a KV pool of
+// n_blocks costs, for sizing it from free memory.
+uint64_t kv_bytes_per_block(const model::HParams& hp, KvType type, int32_t block_size);
+// Blocks a KV pool of at most `budget_bytes` holds (kv_bytes_per_block
+// each), capped at INT32_MAX; 0 when not even one block fits.
+int32_t kv_blocks_for_bytes(const model::HParams& hp, KvType type, int32_t block_size,
+                            uint64_t budget_bytes);
+// Checks that a KV configuration suits the model (type vs head size, sizes).
+Status check_kv_config(const model::HParams& hp, const KvCacheConfig& cfg);
+
+struct BatchToken {
+  int32_t token = 0;    // vocabulary id
+  int32_t pos = 0;      // position within its sequence, 0-based
+  int32_t seq = 0;      // index into Batch::seqs
+  bool logits = false;  // compute next-token logits for this row
+  // Return this row's final hidden state (after the output norm, before the
+  // output projection) through Backend::hidden(): embeddings. Only backends
+  // whose supports_hidden() is true accept such rows.
+  bool hidden = false;
+};
+
+struct BatchSeq {
+  // The sequence's KV blocks (engine-owned memory, valid during forward()).
+  // Must cover every position of its tokens in this batch.
+  std::span<const int32_t> block_table;
+};
+
+// Contract for forward(): a token at position p attends to positions
+// [0, p] of its sequence. Positions below the sequence's first position in
+// this batch must already be in the cache (earlier forward() calls or shared
+// prefix blocks); within one batch, a sequence's tokens come in increasing
+// position order. Blocks shared between sequences are only read, never
+// written (share full prefix blocks only). The vectors are reused from step
+// to step: clear() keeps their capacity, so building a batch allocates nothing.
+struct Batch {
+  std::vector<BatchToken> tokens;  // [n_tokens]
+  std::vector<BatchSeq> seqs;      // [n_seqs]
+
+  void clear() {
+    tokens.clear();
+    seqs.clear();
+  }
+  int32_t add_seq(std::span<const int32_t> block_table) {
+    seqs.push_back({block_table});
+    return int32_t(seqs.size() - 1);
+  }
+  void add(int32_t token, int32_t pos, int32_t seq, bool logits, bool hidden = false) {
+    tokens.push_back({token, pos, seq, logits, hidden});
+  }
+  int32_t n_tokens() const { return int32_t(tokens.size()); }
+  int32_t n_logits() const {
+    int32_t n = 0;
+    for (const auto& t : tokens) n += t.logits ? 1 : 0;
+    return n;
+  }
+  int32_t n_hidden() const {
+    int32_t n = 0;
+    for (const auto& t : tokens) n += t.hidden ? 1 : 0;
+    return n;
+  }
+};
+
+// Checks a batch against the model and the KV pool: token ids, sequence
+// indices, positions covered by the block tables, block ids in range,
+// increasing positions per sequence. `scratch` avoids allocation per step.
+Status validate_batch(const Batch& batch, const model::HParams& hp, const KvCacheConfig& kv,
+                      std::vector<int32_t>& scratch);
+
+struct MemoryReport {
+  std::string device;          // e.g. "AMD EPYC (2 threads)" or a GPU name
+  uint64_t weight_bytes = 0;   // weights the backend reads (CPU: mapped, not copied)
+  uint64_t kv_bytes = 0;       // the KV block pool
+  uint64_t scratch_bytes = 0;  // activations, logits, workspaces
+  uint64_t device_total = 0;   // device memory (CPU: physical RAM)
+  uint64_t device_free = 0;    // available now
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;         // "cpu", "cuda"
+  virtual std::string device_name() const = 0;  // for logs and benchmark output
+
+  // Prepares the weights (CPU: binds the mapped file; CUDA: uploads). The
+  // model must outlive the backend.
+  virtual Status load_weights(const model::Model& model) = 0;
+  // (Re)allocates the KV block pool; contents start undefined.
+  virtual Status init_kv_cache(const KvCacheConfig& cfg) = 0;
+  virtual const KvCacheConfig& kv_config() const = 0;
+
+  // Runs the model over a batch: writes each token's K/V into its block and
+  // computes logits for the rows that want them. May return before the work
+  // is done (GPU); synchronize() waits.
+  virtual Status forward(const Batch& batch) = 0;
+  virtual Status synchronize() = 0;
+  // Valid after synchronize() until the next forward(): the next-token logits
+  // of the i-th row that wanted logits, in batch order. [n_vocab]
+  virtual int32_t n_logits() const = 0;
+  virtual std::span<const float> logits(int32_t i) const = 0;
+
+  // Final hidden states (embeddings) of the rows with BatchToken::hidden set.
+  // Valid after synchronize() until the next forward(): hidden(i) is the i-th
+  // such row, in batch order: the residual stream after the output RMSNorm
+  // (what the output projection multiplies). [n_embd]
+  // Defaults: not supported; the engine then refuses embedding requests, so
+  // a backend without it never sees hidden rows.
+  virtual bool supports_hidden() const { return false; }
+  virtual int32_t n_hidden() const { return 0; }
+  virtual std::span<const float> hidden(int32_t i) const { return {}; }
+
+  // Copies the contents of KV block src into dst over all layers (forking a
+  // sequence whose last block is partly filled).
+  virtual Status copy_kv_block(int32_t src, int32_t dst) = 0;
+
+  virtual MemoryReport memory() const = 0;
+};
+
+}  // namespace kiln
