@@ -1,0 +1,480 @@
+// CudaBackend set-up: device and handles, weight upload (with q4_0/q8_0
+// repacking and Q|K|V, gate|up merging), the KV pool, buffers, logits access
+// and the memory report. The forward pass is in cuda_forward.cpp.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kiln/backend/cuda/cuda_compat.h"
+#include "kiln/backend/cuda/cuda_impl.h"
+#include "kiln/backend/cuda/kernels/repack.cuh"
+#include "kiln/core/assert.h"
+#include "kiln/model/model.h"
+
+namespace kiln::cuda {
+
+Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return Status::success();
+  return make_error(fmt::format("CUDA: {} failed: {}", what, cudaGetErrorString(err)));
+}
+
+#define KILN_CUDA_TRY(expr) KILN_TRY(cuda_status((expr), #expr))
+
+bool DeviceBuffer::alloc(size_t bytes) {
+  reset();
+  if (bytes == 0) return true;
+  if (cudaMalloc(&ptr_, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky-free error state
+    ptr_ = nullptr;
+    return false;
+  }
+  bytes_ = bytes;
+  return true;
+}
+
+void DeviceBuffer::reset() {
+  if (ptr_) cudaFree(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+CudaBackend::Impl::~Impl() {
+  if (stream) cudaStreamSynchronize(stream);
+  drop_graphs();
+  if (meta_host) cudaFreeHost(meta_host);
+  if (logits_host) cudaFreeHost(logits_host);
+  if (cublas) cublasDestroy(cublas);
+  if (meta_done) cudaEventDestroy(meta_done);
+  if (stream) cudaStreamDestroy(stream);
+}
+
+CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaBackend::~CudaBackend() {
+  if (impl_) cudaSetDevice(impl_->opt.device);
+}
+
+Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& options) {
+  const int n = device_count();
+  if (n == 0) return make_error("no CUDA device is available (no GPU or no driver); use --device cpu");
+  if (options.device < 0 || options.device >= n)
+    return make_error(fmt::format("CUDA device {} does not exist ({} found)", options.device, n));
+  if (options.matvec_max_rows < 0 || options.matvec_max_rows > 8)
+    return make_error("matvec_max_rows must be in [0, 8]");
+  auto impl = std::make_unique<Impl>();
+  impl->opt = options;
+  if (const char* e = std::getenv("KILN_CUDA_GRAPHS"); e && std::strcmp(e, "0") == 0)
+    impl->opt.use_graphs = false;
+  KILN_CUDA_TRY(cudaSetDevice(options.device));
+  cudaDeviceProp prop{};
+  KILN_CUDA_TRY(cudaGetDeviceProperties(&prop, options.device));
+  impl->name = prop.name;
+  impl->n_sms = prop.multiProcessorCount;
+  KILN_CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  KILN_CUDA_TRY(cudaEventCreateWithFlags(&impl->meta_done, cudaEventDisableTiming));
+  if (cublasCreate(&impl->cublas) != CUBLAS_STATUS_SUCCESS)
+    return make_error("cuBLAS could not be initialized");
+  cublasSetStream(impl->cublas, impl->stream);
+  return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
+}
+
+std::string CudaBackend::device_name() const { return impl_->name; }
+
+double CudaBackend::peak_memory_bandwidth() const {
+  return compat::peak_memory_bandwidth(impl_->opt.device);
+}
+
+const KvCacheConfig& CudaBackend::kv_config() const { return impl_->kv_cfg; }
+int32_t CudaBackend::n_logits() const { return impl_->n_logits; }
+
+std::span<const float> CudaBackend::logits(int32_t i) const {
+  KILN_ASSERT(i >= 0 && i < impl_->n_logits);
+  const size_t n_vocab = size_t(impl_->model->hparams().n_vocab);
+  return {impl_->logits_host + size_t(i) * n_vocab, n_vocab};
+}
+
+Status CudaBackend::synchronize() {
+  cudaSetDevice(impl_->opt.device);
+  return cuda_status(cudaStreamSynchronize(impl_->stream), "synchronize");
+}
+
+// ---- weights -------------------------------------------------------------------
+
+namespace {
+
+struct Uploader {
+  CudaBackend::Impl& impl;
+  DeviceBuffer staging;  // raw q4_0/q8_0 rows on their way to repacking
+
+  Result<const float*> vector(const model::Vector& v) {
+    if (!v) return static_cast<const float*>(nullptr);
+    DeviceBuffer b;
+    if (!b.alloc(size_t(v.n) * 4)) return make_error(fmt::format("out of GPU memory uploading {}", v.name));
+    KILN_CUDA_TRY(cudaMemcpy(b.as<void>(), v.data, size_t(v.n) * 4, cudaMemcpyHostToDevice));
+    const float* p = b.as<float>();
+    impl.weight_bytes += b.bytes();
+    impl.weight_bufs.push_back(std::move(b));
+    return p;
+  }
+
+  // Uploads matrices of one type and input width as one DeviceMatrix whose
+  // rows are theirs, in order.
+  Result<DeviceMatrix> matrices(const std::vector<const model::Matrix*>& ms) {
+    const model::Matrix& m0 = *ms[0];
+    int64_t n_out = 0;
+    size_t raw_bytes = 0;
+    for (const auto* m : ms) {
+      KILN_ASSERT(m->type == m0.type && m->n_in == m0.n_in);
+      n_out += m->n_out;
+      raw_bytes += size_t(m->n_out) * m->row_stride();
+    }
+    DeviceMatrix d;
+    d.type = m0.type;
+    d.n_in = m0.n_in;
+    d.n_out = n_out;
+    if (!repack_supported(m0.type)) {
+      DeviceBuffer b;
+      if (!b.alloc(raw_bytes)) return make_error(fmt::format("out of GPU memory uploading {}", m0.name));
+      size_t off = 0;
+      for (const auto* m : ms) {
+        const size_t bytes = size_t(m->n_out) * m->row_stride();
+        KILN_CUDA_TRY(cudaMemcpy(b.as<uint8_t>() + off, m->data, bytes, cudaMemcpyHostToDevice));
+        off += bytes;
+      }
+      d.data = b.as<uint8_t>();
+      d.row_stride = m0.row_stride();
+      impl.weight_bytes += b.bytes();
+      impl.weight_bufs.push_back(std::move(b));
+      return d;
+    }
+    if (staging.bytes() < raw_bytes && !staging.alloc(raw_bytes))
+      return make_error(fmt::format("out of GPU memory staging {}", m0.name));
+    size_t off = 0;
+    for (const auto* m : ms) {
+      const size_t bytes = size_t(m->n_out) * m->row_stride();
+      KILN_CUDA_TRY(cudaMemcpy(staging.as<uint8_t>() + off, m->data, bytes, cudaMemcpyHostToDevice));
+      off += bytes;
+    }
+    const size_t q_row = m0.type == DType::Q4_0 ? size_t(m0.n_in / 2) : size_t(m0.n_in);
+    DeviceBuffer q, s;
+    if (!q.alloc(q_row * size_t(n_out)) || !s.alloc(size_t(n_out) * size_t(m0.n_in / 32) * 2))
+      return make_error(fmt::format("out of GPU memory uploading {}", m0.name));
+    repack_rows(m0.type, staging.as<uint8_t>(), m0.n_in, n_out, q.as<uint8_t>(), s.as<uint16_t>(),
+                impl.stream);
+    KILN_CUDA_TRY(cudaStreamSynchronize(impl.stream));  // staging is reused by the next matrix
+    d.data = q.as<uint8_t>();
+    d.scales = s.as<uint16_t>();
+    d.row_stride = q_row;
+    impl.weight_bytes += q.bytes() + s.bytes();
+    impl.weight_bufs.push_back(std::move(q));
+    impl.weight_bufs.push_back(std::move(s));
+    return d;
+  }
+
+  // A group: runs of equal type are merged; biases concatenated (zeros where
+  // one part has none).
+  Result<LinearGroup> group(const std::vector<const model::Matrix*>& ms,
+                            const std::vector<const model::Vector*>& biases) {
+    LinearGroup g;
+    size_t i = 0;
+    while (i < ms.size()) {
+      size_t j = i + 1;
+      while (j < ms.size() && ms[j]->type == ms[i]->type && ms[j]->n_in == ms[i]->n_in) ++j;
+      auto d = matrices(std::vector<const model::Matrix*>(ms.begin() + long(i), ms.begin() + long(j)));
+      if (!d) return d.error();
+      g.parts.push_back({*d, g.n_out});
+      g.n_out += d->n_out;
+      i = j;
+    }
+    bool any_bias = false;
+    for (const auto* b : biases) any_bias = any_bias || (b && *b);
+    if (any_bias) {
+      std::vector<float> host(size_t(g.n_out), 0.0f);
+      int64_t col = 0;
+      for (size_t k = 0; k < ms.size(); ++k) {
+        const model::Vector* b = k < biases.size() ? biases[k] : nullptr;
+        if (b && *b) std::memcpy(host.data() + col, b->data, size_t(b->n) * 4);
+        col += ms[k]->n_out;
+      }
+      model::Vector v;
+      v.name = ms[0]->name + " (bias)";
+      v.data = host.data();
+      v.n = g.n_out;
+      auto p = vector(v);
+      if (!p) return p.error();
+      g.bias = *p;
+    }
+    return g;
+  }
+};
+
+bool cuda_supports(DType t) {
+  switch (t) {
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q4_0: case DType::Q4_1:
+    case DType::Q5_0: case DType::Q5_1: case DType::Q8_0: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K: return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+Status CudaBackend::load_weights(const model::Model& model) {
+  Impl& s = *impl_;
+  KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
+  const model::HParams& hp = model.hparams();
+  const model::ModelWeights& w = model.weights();
+  // Check everything before allocating anything.
+  if (hp.head_dim_k > 256 || hp.head_dim_v > 256 || hp.head_dim_k % 8 != 0 || hp.head_dim_v % 8 != 0)
+    return make_error(fmt::format("the CUDA backend needs head sizes that are multiples of 8 up to "
+                                  "256 (this model: {}/{}); use --device cpu",
+                                  hp.head_dim_k, hp.head_dim_v));
+  std::vector<const model::Matrix*> all = {&w.tok_embd, &w.output};
+  for (const auto& l : w.layers)
+    for (const auto* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) all.push_back(m);
+  for (const auto* m : all) {
+    if (!cuda_supports(m->type))
+      return make_error(fmt::format("{} is stored as {}, which the CUDA backend cannot compute "
+                                    "with; use --device cpu or requantize the model",
+                                    m->name, dtype_name(m->type)));
+    if (m->n_in % 32 != 0)
+      return make_error(fmt::format("{} has rows of {} elements; the CUDA backend needs multiples "
+                                    "of 32 (use --device cpu)",
+                                    m->name, m->n_in));
+  }
+
+  KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+  s.drop_graphs();
+  s.weight_bufs.clear();
+  s.layers.clear();
+  s.weight_bytes = 0;
+  s.model = &model;
+  s.cap = 0;  // buffers depend on the model: re-reserved at the next forward
+  s.max_in = 0;
+  for (const auto* m : all) s.max_in = std::max(s.max_in, m->n_in);
+  Uploader up{s, {}};
+
+  auto embd = up.matrices({&w.tok_embd});
+  if (!embd) return embd.error();
+  s.tok_embd = *embd;
+  if (w.output_tied || w.output.data == w.tok_embd.data) {
+    s.output = LinearGroup{};
+    s.output.parts.push_back({s.tok_embd, 0});
+    s.output.n_out = s.tok_embd.n_out;
+  } else {
+    auto out = up.group({&w.output}, {});
+    if (!out) return out.error();
+    s.output = *out;
+  }
+  auto on = up.vector(w.output_norm);
+  if (!on) return on.error();
+  s.output_norm = *on;
+
+  for (const auto& l : w.layers) {
+    DeviceLayer d;
+    auto an = up.vector(l.attn_norm);
+    auto fn = up.vector(l.ffn_norm);
+    auto qn = up.vector(l.q_norm);
+    auto kn = up.vector(l.k_norm);
+    if (!an) return an.error();
+    if (!fn) return fn.error();
+    if (!qn) return qn.error();
+    if (!kn) return kn.error();
+    d.attn_norm = *an, d.ffn_norm = *fn, d.q_norm = *qn, d.k_norm = *kn;
+    auto qkv = up.group({&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv});
+    if (!qkv) return qkv.error();
+    d.qkv = *qkv;
+    auto wo = up.group({&l.wo}, {&l.bo});
+    if (!wo) return wo.error();
+    d.wo = *wo;
+    auto gu = up.group({&l.w_gate, &l.w_up}, {});
+    if (!gu) return gu.error();
+    d.gate_up = *gu;
+    auto down = up.group({&l.w_down}, {});
+    if (!down) return down.error();
+    d.down = *down;
+    s.layers.push_back(std::move(d));
+  }
+
+  // RoPE frequencies exactly as the CPU backend forms them (cpu/rope.cpp).
+  std::vector<double> inv(size_t(hp.n_rot / 2));
+  for (size_t i = 0; i < inv.size(); ++i) {
+    double f = std::pow(hp.rope_freq_base, -2.0 * double(i) / double(hp.n_rot));
+    if (w.rope_freqs) f /= double(w.rope_freqs.data[i]);
+    if (hp.rope_scaling == model::RopeScaling::linear) f /= hp.rope_scale_factor;
+    inv[i] = f;
+  }
+  DeviceBuffer ib;
+  if (!ib.alloc(std::max<size_t>(inv.size(), 1) * 8)) return make_error("out of GPU memory (rope)");
+  if (!inv.empty())
+    KILN_CUDA_TRY(cudaMemcpy(ib.as<void>(), inv.data(), inv.size() * 8, cudaMemcpyHostToDevice));
+  s.inv_freq = ib.as<double>();
+  s.weight_bufs.push_back(std::move(ib));
+  KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+  return Status::success();
+}
+
+// ---- KV cache ----------------------------------------------------------------------
+
+Status CudaBackend::init_kv_cache(const KvCacheConfig& cfg) {
+  Impl& s = *impl_;
+  if (!s.model) return make_error("init_kv_cache: load the model's weights first");
+  KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
+  const model::HParams& hp = s.model->hparams();
+  KILN_TRY(check_kv_config(hp, cfg));
+  KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+  s.drop_graphs();
+  KvLayout k;
+  k.type = cfg.type;
+  k.block_size = cfg.block_size;
+  k.n_blocks = cfg.n_blocks;
+  k.k_row = kv_row_bytes(cfg.type, hp.head_dim_k);
+  k.v_row = kv_row_bytes(cfg.type, hp.head_dim_v);
+  k.k_head_stride = k.k_row * size_t(cfg.block_size);
+  k.v_head_stride = k.v_row * size_t(cfg.block_size);
+  k.k_block_stride = k.k_head_stride * size_t(hp.n_head_kv);
+  k.v_block_stride = k.v_head_stride * size_t(hp.n_head_kv);
+  k.v_offset = k.k_block_stride * size_t(cfg.n_blocks);
+  k.layer_stride = k.v_offset + k.v_block_stride * size_t(cfg.n_blocks);
+  const size_t total = k.layer_stride * size_t(hp.n_layer);
+  s.kv_buf.reset();
+  if (!s.kv_buf.alloc(total))
+    return make_error(fmt::format("KV cache: cannot allocate {:.1f} MiB of GPU memory for {} "
+                                  "blocks of {} positions; use fewer blocks or --kv-type fp8/q8_0",
+                                  double(total) / (1 << 20), cfg.n_blocks, cfg.block_size));
+  KILN_CUDA_TRY(cudaMemsetAsync(s.kv_buf.as<void>(), 0, total, s.stream));
+  k.base = s.kv_buf.as<uint8_t>();
+  s.kv = k;
+  s.kv_cfg = cfg;
+  return Status::success();
+}
+
+Status CudaBackend::copy_kv_block(int32_t src, int32_t dst) {
+  Impl& s = *impl_;
+  const int32_t n = s.kv_cfg.n_blocks;
+  if (!s.kv.base || src < 0 || dst < 0 || src >= n || dst >= n)
+    return make_error(fmt::format("copy_kv_block({}, {}): block ids must be in [0, {})", src, dst, n));
+  if (src == dst) return Status::success();
+  KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
+  for (int64_t l = 0; l < s.model->hparams().n_layer; ++l) {
+    KILN_CUDA_TRY(cudaMemcpyAsync(s.kv.k_layer(l) + size_t(dst) * s.kv.k_block_stride,
+                                  s.kv.k_layer(l) + size_t(src) * s.kv.k_block_stride,
+                                  s.kv.k_block_stride, cudaMemcpyDeviceToDevice, s.stream));
+    KILN_CUDA_TRY(cudaMemcpyAsync(s.kv.v_layer(l) + size_t(dst) * s.kv.v_block_stride,
+                                  s.kv.v_layer(l) + size_t(src) * s.kv.v_block_stride,
+                                  s.kv.v_block_stride, cudaMemcpyDeviceToDevice, s.stream));
+  }
+  return Status::success();
+}
+
+// ---- buffers -------------------------------------------------------------------------
+
+Status CudaBackend::Impl::reserve_rows(int64_t n) {
+  if (n <= cap) return Status::success();
+  const model::HParams& hp = model->hparams();
+  KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+  drop_graphs();
+  const int64_t c = std::max<int64_t>(n, 16);
+  const size_t rows = size_t(c);
+  const int64_t n_qkv = hp.n_q() + hp.n_k() + hp.n_v();
+  bool ok = x.alloc(rows * size_t(hp.n_embd) * 4) && x2.alloc(rows * size_t(hp.n_embd) * 4) &&
+            xn.alloc(rows * size_t(hp.n_embd) * 4) && qkv.alloc(rows * size_t(n_qkv) * 4) &&
+            attn.alloc(rows * size_t(hp.n_attn_out()) * 4) && gu.alloc(rows * size_t(2 * hp.n_ff) * 4) &&
+            act.alloc(rows * size_t(hp.n_ff) * 4) && cs.alloc(rows * size_t(std::max<int64_t>(hp.n_rot, 2)) * 4) &&
+            xq.alloc(rows * size_t(max_in)) && xq2.alloc(rows * size_t(max_in)) &&
+            xds.alloc(rows * size_t(max_in / 32) * 16) && ssq.alloc(rows * size_t(max_in / 32) * 4) &&
+            x16.alloc(rows * size_t(max_in) * 2) && iota.alloc(rows * 4);
+  if (!ok) {
+    cap = 0;
+    return make_error(fmt::format("out of GPU memory for the activations of {} batch rows; use "
+                                  "smaller batches",
+                                  n));
+  }
+  std::vector<int32_t> host(rows);
+  for (size_t i = 0; i < rows; ++i) host[i] = int32_t(i);
+  KILN_CUDA_TRY(cudaMemcpy(iota.as<void>(), host.data(), rows * 4, cudaMemcpyHostToDevice));
+  cap = c;
+  return Status::success();
+}
+
+Status CudaBackend::Impl::reserve_logits(int64_t n) {
+  const size_t want = size_t(std::max<int64_t>(n, 1)) * size_t(model->hparams().n_vocab);
+  if (logits_dev.bytes() < want * 4) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+    drop_graphs();
+    if (!logits_dev.alloc(want * 4)) return make_error("out of GPU memory for the logits");
+  }
+  if (logits_host_cap < want) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+    drop_graphs();
+    if (logits_host) cudaFreeHost(logits_host);
+    logits_host = nullptr;
+    logits_host_cap = 0;
+    KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&logits_host), want * 4));
+    logits_host_cap = want;
+  }
+  return Status::success();
+}
+
+Status CudaBackend::Impl::reserve_meta(size_t n) {
+  if (n <= meta_cap) return Status::success();
+  KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+  drop_graphs();
+  const size_t c = std::max<size_t>({n, 2 * meta_cap, size_t(1) << 16});
+  if (meta_host) cudaFreeHost(meta_host);
+  meta_host = nullptr;
+  meta_cap = 0;
+  KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&meta_host), c * 4));
+  if (!meta_dev.alloc(c * 4)) return make_error("out of GPU memory for batch metadata");
+  meta_cap = c;
+  return Status::success();
+}
+
+Status CudaBackend::Impl::ensure_w16() {
+  if (w16.bytes() > 0) return Status::success();
+  // Up to 64 Mi weights per chunk (128 MiB): one cuBLAS call for every layer
+  // matrix of an 8B model, a few for its output projection.
+  int64_t biggest = 0;
+  auto consider = [&](const LinearGroup& g) {
+    for (const auto& p : g.parts) biggest = std::max(biggest, p.m.n_in * p.m.n_out);
+  };
+  consider(output);
+  for (const auto& l : layers) {
+    consider(l.qkv), consider(l.wo), consider(l.gate_up), consider(l.down);
+  }
+  const size_t elems = size_t(std::min<int64_t>(biggest, int64_t(64) << 20));
+  if (!w16.alloc(std::max<size_t>(elems, size_t(max_in)) * 2))
+    return make_error("out of GPU memory for the GEMM workspace");
+  return Status::success();
+}
+
+MemoryReport CudaBackend::memory() const {
+  const Impl& s = *impl_;
+  MemoryReport r;
+  r.device = s.name;
+  r.weight_bytes = s.weight_bytes;
+  r.kv_bytes = s.kv_buf.bytes();
+  for (const DeviceBuffer* b : {&s.x, &s.x2, &s.xn, &s.qkv, &s.attn, &s.gu, &s.act, &s.cs, &s.xq, &s.xq2,
+                                &s.xds, &s.ssq, &s.x16, &s.w16, &s.attn_work, &s.iota, &s.meta_dev, &s.logits_dev})
+    r.scratch_bytes += b->bytes();
+  size_t free_b = 0, total_b = 0;
+  cudaSetDevice(s.opt.device);
+  if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+    r.device_total = total_b;
+    r.device_free = free_b;
+  }
+  return r;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,60 @@
+// The CUDA backend: the Llama-family forward pass on one NVIDIA GPU, behind
+// the same Backend interface as the CPU one (backend.h).
+//
+// Weights are uploaded once in their stored (quantized) form; q4_0 / q8_0 are
+// split into quants + scales for aligned loads. Small batches (decode) run
+// fused dequantize-matvec kernels that read each weight byte once; larger
+// batches (prefill, many streams) dequantize to f16 tiles and call cuBLAS.
+// Attention runs over the paged KV cache (f32 / f16 / fp8 / q8_0 elements).
+//
+// This header needs no CUDA headers: the implementation is behind Impl.
+#pragma once
+
+#include <memory>
+
+#include "kiln/backend/backend.h"
+
+namespace kiln::cuda {
+
+struct CudaOptions {
+  int device = 0;
+  // Batches of at most this many rows use the fused matvec kernels (1..8);
+  // larger ones dequantize to f16 and call cuBLAS. 0: cuBLAS for every batch.
+  int matvec_max_rows = 8;
+  // Replay decode steps (matvec-sized batches, every row wanting logits) as
+  // CUDA graphs. KILN_CUDA_GRAPHS=0 in the environment turns them off.
+  bool use_graphs = true;
+};
+
+// Usable CUDA devices; 0 when there is no driver or no GPU (never fails).
+int device_count();
+
+class CudaBackend final : public Backend {
+ public:
+  static Result<std::unique_ptr<CudaBackend>> create(const CudaOptions& options);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  std::string device_name() const override;
+  Status load_weights(const model::Model& model) override;
+  Status init_kv_cache(const KvCacheConfig& cfg) override;
+  const KvCacheConfig& kv_config() const override;
+  Status forward(const Batch& batch) override;
+  Status synchronize() override;
+  int32_t n_logits() const override;
+  std::span<const float> logits(int32_t i) const override;
+  Status copy_kv_block(int32_t src, int32_t dst) override;
+  MemoryReport memory() const override;
+
+  // Measured DRAM copy bandwidth would need a run; this is the datasheet-style
+  // figure from the device attributes (bytes/s), for reports.
+  double peak_memory_bandwidth() const;
+
+  struct Impl;
+
+ private:
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::cuda

@@ -1,0 +1,309 @@
+// Paged attention (see attention.cuh).
+//
+// Grid: (row, KV head x head subgroup, context split). A block takes one batch
+// row, up to kMaxGroup query heads sharing one KV head, and one contiguous
+// span of `chunk` positions: it scores them (a thread per position), takes a
+// max-subtracted softmax per head (a warp per head), and mixes V (a thread per
+// 8 dimensions x every n-th position, all heads at once, so each K/V element
+// is read once per block, with 16-byte loads).
+// With several splits each block writes (acc, max, sum) partials and a second
+// kernel merges them; with one split the block writes the output directly.
+// Splits are chosen so short batches (decode) still fill the GPU.
+#include <algorithm>
+
+#include "kiln/backend/cuda/common.cuh"
+#include "kiln/backend/cuda/kernels/attention.cuh"
+#include "kiln/backend/cuda/kernels/norm.cuh"
+#include "kiln/core/assert.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kMaxGroup = 8;
+constexpr int kMaxChunk = 1024;
+// Fewest positions per split when splitting a short batch over the context.
+#ifndef KILN_ATTN_MIN_CHUNK
+#define KILN_ATTN_MIN_CHUNK 32
+#endif
+
+struct Plan {
+  int n_sub = 1;     // head subgroups per KV head (n_group > kMaxGroup)
+  int n_splits = 1;
+  int chunk = 0;     // positions per split
+};
+
+Plan make_plan(const AttentionArgs& a, int n_sms) {
+  Plan p;
+  const int n_group = a.n_head / a.n_head_kv;
+  p.n_sub = (n_group + kMaxGroup - 1) / kMaxGroup;
+  const int64_t base = a.n_rows * a.n_head_kv * p.n_sub;
+  const int64_t target = 2 * int64_t(n_sms);
+  const int ctx = std::max(1, a.max_ctx);
+  int splits = 1;
+  if (base < target)
+    splits = int(std::min<int64_t>((target + base - 1) / base,
+                                   (ctx + KILN_ATTN_MIN_CHUNK - 1) / KILN_ATTN_MIN_CHUNK));
+  splits = std::max(splits, (ctx + kMaxChunk - 1) / kMaxChunk);
+  int chunk = (ctx + splits - 1) / splits;
+  chunk = (chunk + 31) / 32 * 32;
+  p.chunk = std::min(chunk, kMaxChunk);
+  p.n_splits = (ctx + p.chunk - 1) / p.chunk;
+  return p;
+}
+
+// 8 consecutive elements [d, d+8) of a stored row (d % 8 == 0).
+template <KvType KT>
+__device__ __forceinline__ void load8(const uint8_t* row, int d, float* o) {
+  if constexpr (KT == KvType::f32) {
+    const float4 a = *reinterpret_cast<const float4*>(row + 4 * d);
+    const float4 b = *reinterpret_cast<const float4*>(row + 4 * d + 16);
+    o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z, o[7] = b.w;
+  } else if constexpr (KT == KvType::f16) {
+    const uint4 u = *reinterpret_cast<const uint4*>(row + 2 * d);
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[k]));
+      o[2 * k] = f.x, o[2 * k + 1] = f.y;
+    }
+  } else if constexpr (KT == KvType::fp8) {
+    const uint2 u = *reinterpret_cast<const uint2*>(row + d);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) o[k] = fp8_to_f32(uint8_t(u.x >> (8 * k)));
+#pragma unroll
+    for (int k = 0; k < 4; ++k) o[4 + k] = fp8_to_f32(uint8_t(u.y >> (8 * k)));
+  } else {
+    const uint8_t* blk = row + 34 * (d / 32);
+    const float s = h2f(*reinterpret_cast<const uint16_t*>(blk));
+    const int8_t* q = reinterpret_cast<const int8_t*>(blk + 2 + d % 32);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) o[k] = float(q[k]) * s;
+  }
+}
+
+template <KvType KT>
+__device__ __forceinline__ float load1(const uint8_t* row, int d) {
+  if constexpr (KT == KvType::f32) return reinterpret_cast<const float*>(row)[d];
+  else if constexpr (KT == KvType::f16) return h2f(reinterpret_cast<const uint16_t*>(row)[d]);
+  else if constexpr (KT == KvType::fp8) return fp8_to_f32(row[d]);
+  else {
+    const uint8_t* blk = row + 34 * (d / 32);
+    return float(int8_t(blk[2 + d % 32])) * h2f(*reinterpret_cast<const uint16_t*>(blk));
+  }
+}
+
+template <KvType KT>
+__global__ void __launch_bounds__(kThreads)
+    attention_kernel(AttentionArgs a, Plan plan, float* __restrict__ part) {
+  extern __shared__ float sm[];
+  __shared__ float stat_m[kMaxGroup], stat_l[kMaxGroup];
+  pdl_trigger();
+  pdl_wait();
+  const int i = blockIdx.x;
+  const int g = blockIdx.y / plan.n_sub, sub = blockIdx.y % plan.n_sub;
+  const int split = blockIdx.z;
+  const int n_group = a.n_head / a.n_head_kv;
+  const int h0 = sub * kMaxGroup;                   // first head of this block within the group
+  const int ng = min(kMaxGroup, n_group - h0);      // heads in this block
+  const int head0 = g * n_group + h0;               // global index of the first head
+  const int hd_k = a.head_dim_k, hd_v = a.head_dim_v;
+  const int t = a.rows[i];
+  const int n_ctx = a.meta.pos[t] + 1;
+  const int j0 = split * plan.chunk;
+  const int j1 = min(n_ctx, j0 + plan.chunk);
+  const int chunk = plan.chunk;
+
+  auto part_ptr = [&](int h) {  // partial record of head h (block-local) for this split
+    return part + ((int64_t(i) * a.n_head + head0 + h) * plan.n_splits + split) * (hd_v + 2);
+  };
+  if (j0 >= j1) {  // nothing of this row's context falls in this split
+    if (plan.n_splits > 1)
+      for (int h = threadIdx.x; h < ng; h += blockDim.x) {
+        part_ptr(h)[hd_v] = -INFINITY;
+        part_ptr(h)[hd_v + 1] = 0.0f;
+      }
+    return;
+  }
+
+  float* qs = sm;                                   // [ng][hd_k]
+  float* p = sm + ng * hd_k;                        // [ng][chunk]
+  int* blk = reinterpret_cast<int*>(p + ng * chunk);  // [chunk] KV block of each position
+  const float* q = a.q + int64_t(t) * a.ldq + int64_t(head0) * hd_k;
+  for (int e = threadIdx.x; e < ng * hd_k; e += blockDim.x) qs[e] = q[e];
+  const int* bt = a.meta.bt + a.meta.bt_off[a.meta.seq[t]];
+  const int bs = a.kv.block_size;
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) blk[j - j0] = bt[j / bs];
+  __syncthreads();
+
+  const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride;
+  const uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride;
+  const float scale = rsqrtf(float(hd_k));
+
+  // Scores, a thread per position.
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    const uint8_t* krow = kbase + size_t(blk[j - j0]) * a.kv.k_block_stride + size_t(j % bs) * a.kv.k_row;
+    float acc[kMaxGroup];
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) acc[h] = 0.0f;
+    for (int d = 0; d < hd_k; d += 8) {
+      float kv[8];
+      load8<KT>(krow, d, kv);
+#pragma unroll
+      for (int h = 0; h < kMaxGroup; ++h) {
+        if (h < ng) {
+          const float* qh = qs + h * hd_k + d;
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[h] += qh[e] * kv[e];
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h)
+      if (h < ng) p[h * chunk + (j - j0)] = acc[h] * scale;
+  }
+  __syncthreads();
+
+  // Softmax statistics per head (a warp per head); p becomes exp(score - max).
+  const int n = j1 - j0;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  for (int h = warp; h < ng; h += blockDim.x / kWarp) {
+    float* ph = p + h * chunk;
+    float m = -INFINITY;
+    for (int j = lane; j < n; j += kWarp) m = fmaxf(m, ph[j]);
+    m = warp_max(m);
+    float l = 0.0f;
+    for (int j = lane; j < n; j += kWarp) {
+      const float e = expf(ph[j] - m);
+      ph[j] = e;
+      l += e;
+    }
+    l = warp_sum(l);
+    if (lane == 0) stat_m[h] = m, stat_l[h] = l;
+  }
+  __syncthreads();
+
+  // V mix: a thread takes 8 consecutive dimensions (one 16-byte f16 load) of
+  // every n_pg-th position, for every head of the block; the n_pg partial
+  // sums of each output are then added in a fixed order (deterministic).
+  const int n_dg = hd_v / 8;                   // threads per V row
+  const int n_pg = blockDim.x / n_dg;          // position groups
+  const int dg = threadIdx.x % n_dg, pg = threadIdx.x / n_dg;
+  float acc[kMaxGroup][8];
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
+  if (pg < n_pg) {
+    for (int j = j0 + pg; j < j1; j += n_pg) {
+      const uint8_t* vrow = vbase + size_t(blk[j - j0]) * a.kv.v_block_stride + size_t(j % bs) * a.kv.v_row;
+      float v[8];
+      load8<KT>(vrow, 8 * dg, v);
+#pragma unroll
+      for (int h = 0; h < kMaxGroup; ++h) {
+        if (h < ng) {
+          const float w = p[h * chunk + (j - j0)];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) acc[h][e] += w * v[e];
+        }
+      }
+    }
+  }
+  __syncthreads();  // p, qs are free now: reuse the shared memory for the partial sums
+  float* red = sm;  // [n_pg][ng][hd_v]
+  if (pg < n_pg)
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h)
+      if (h < ng)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) red[(pg * ng + h) * hd_v + 8 * dg + e] = acc[h][e];
+  __syncthreads();
+  for (int o = threadIdx.x; o < ng * hd_v; o += blockDim.x) {
+    const int h = o / hd_v, d = o % hd_v;
+    float sum = 0.0f;
+    for (int k = 0; k < n_pg; ++k) sum += red[k * ng * hd_v + o];
+    if (plan.n_splits == 1) {
+      a.out[int64_t(i) * a.n_head * hd_v + int64_t(head0 + h) * hd_v + d] = sum / stat_l[h];
+    } else {
+      float* rec = part_ptr(h);
+      rec[d] = sum;
+      if (d == 0) rec[hd_v] = stat_m[h], rec[hd_v + 1] = stat_l[h];
+    }
+  }
+}
+
+// Merges the splits of one (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
+__global__ void attention_combine_kernel(const float* __restrict__ part, int n_splits, int hd_v,
+                                         int n_head, float* __restrict__ out, ActQ8 outq) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t i = blockIdx.x, h = blockIdx.y;
+  const float* rec = part + (i * n_head + h) * n_splits * (hd_v + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < n_splits; ++s) m = fmaxf(m, rec[s * (hd_v + 2) + hd_v]);
+  float l = 0.0f;
+  for (int s = 0; s < n_splits; ++s) {
+    const float ms = rec[s * (hd_v + 2) + hd_v];
+    if (ms != -INFINITY) l += expf(ms - m) * rec[s * (hd_v + 2) + hd_v + 1];
+  }
+  // With outq (hd_v % 32 == 0) every warp's 32 dimensions are one q8 block.
+  const int d_end = outq.q ? (hd_v + 31) / 32 * 32 : hd_v;
+  for (int d0 = 0; d0 < d_end; d0 += blockDim.x) {
+    const int d = d0 + threadIdx.x;
+    if (d0 + (threadIdx.x / kWarp) * kWarp >= d_end) break;  // warp-uniform
+    float acc = 0.0f;
+    if (d < hd_v) {
+      for (int s = 0; s < n_splits; ++s) {
+        const float ms = rec[s * (hd_v + 2) + hd_v];
+        if (ms != -INFINITY) acc += expf(ms - m) * rec[s * (hd_v + 2) + d];
+      }
+      out[i * n_head * hd_v + h * hd_v + d] = acc / l;
+    }
+    if (outq.q) quantize_block_warp(acc / l, outq, i, h * hd_v + d);
+  }
+}
+
+}  // namespace
+
+size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
+  if (a.n_rows == 0) return 0;
+  const Plan p = make_plan(a, n_sms);
+  if (p.n_splits == 1) return 0;
+  return size_t(a.n_rows) * size_t(a.n_head) * size_t(p.n_splits) * size_t(a.head_dim_v + 2);
+}
+
+void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stream) {
+  if (a.n_rows == 0) return;
+  KILN_ASSERT(a.head_dim_k % 8 == 0 && a.head_dim_v % 8 == 0 && a.head_dim_v <= 8 * kThreads &&
+              a.n_head % a.n_head_kv == 0);
+  const Plan plan = make_plan(a, n_sms);
+  KILN_ASSERT(plan.n_splits == 1 || work != nullptr);
+  const int n_group = a.n_head / a.n_head_kv;
+  const int ng = std::min(n_group, kMaxGroup);
+  // q + scores + block ids, then reused for the V partial sums.
+  const size_t n_pg = kThreads / std::max(1, a.head_dim_v / 8);
+  const size_t smem = std::max(size_t(ng) * size_t(a.head_dim_k + plan.chunk) + size_t(plan.chunk),
+                               n_pg * size_t(ng) * size_t(a.head_dim_v)) * sizeof(float);
+  KILN_ASSERT(smem <= 48 * 1024);
+  const dim3 grid(unsigned(a.n_rows), unsigned(a.n_head_kv * plan.n_sub), unsigned(plan.n_splits));
+  switch (a.kv.type) {
+    case KvType::f32: CUDA_CHECK(compat::launch_pdl(attention_kernel<KvType::f32>, grid, dim3(kThreads), smem, stream, a, plan, work)); break;
+    case KvType::f16: CUDA_CHECK(compat::launch_pdl(attention_kernel<KvType::f16>, grid, dim3(kThreads), smem, stream, a, plan, work)); break;
+    case KvType::fp8: CUDA_CHECK(compat::launch_pdl(attention_kernel<KvType::fp8>, grid, dim3(kThreads), smem, stream, a, plan, work)); break;
+    case KvType::q8_0: CUDA_CHECK(compat::launch_pdl(attention_kernel<KvType::q8_0>, grid, dim3(kThreads), smem, stream, a, plan, work)); break;
+  }
+  CUDA_CHECK_LAUNCH();
+  if (plan.n_splits > 1) {
+    const bool fuse_q8 = a.outq.q && a.head_dim_v % 32 == 0;
+    CUDA_CHECK(compat::launch_pdl(attention_combine_kernel, dim3(unsigned(a.n_rows), unsigned(a.n_head)),
+                                  dim3(128), 0, stream, static_cast<const float*>(work), plan.n_splits,
+                                  a.head_dim_v, a.n_head, a.out, fuse_q8 ? a.outq : ActQ8{}));
+    if (a.outq.q && !fuse_q8) quantize_q8(a.out, int64_t(a.n_head) * a.head_dim_v, a.outq, a.n_rows,
+                                          int64_t(a.n_head) * a.head_dim_v, stream);
+  } else if (a.outq.q) {
+    quantize_q8(a.out, int64_t(a.n_head) * a.head_dim_v, a.outq, a.n_rows,
+                int64_t(a.n_head) * a.head_dim_v, stream);
+  }
+}
+
+}  // namespace kiln::cuda

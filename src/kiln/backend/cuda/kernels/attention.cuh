@@ -1,0 +1,32 @@
+// Causal attention over the paged KV cache for a mixed batch (prefill rows
+// and decode rows together), GQA, split over the context for long sequences.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "kiln/backend/cuda/device_types.h"
+
+namespace kiln::cuda {
+
+struct AttentionArgs {
+  const float* q = nullptr;        // roped queries: batch row t at q + t * ldq, heads contiguous
+  int64_t ldq = 0;
+  const int32_t* rows = nullptr;   // [n_rows] batch rows to compute
+  int64_t n_rows = 0;
+  int32_t max_ctx = 0;             // max over those rows of pos + 1 (host-side)
+  float* out = nullptr;            // [n_rows][n_head * head_dim_v]
+  ActQ8 outq;                      // optional: the output also as 8-bit blocks (ld >= n_head * head_dim_v)
+  KvLayout kv;
+  int64_t layer = 0;
+  BatchMeta meta;
+  int n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+};
+
+// Floats of workspace attention() needs for these arguments (split partials).
+size_t attention_workspace_floats(const AttentionArgs& a, int n_sms);
+
+// out = softmax(q k^T / sqrt(head_dim_k)) v over positions [0, pos] of each
+// row's sequence. `work` holds attention_workspace_floats() floats.
+void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stream);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,68 @@
+// Backend factory for the CLI (see backend_select.h).
+#include "kiln/cli/backend_select.h"
+
+#include <fmt/format.h>
+
+#ifdef KILN_HAVE_CUDA
+#include "kiln/backend/cuda/cuda_backend.h"
+#endif
+
+namespace kiln::cli {
+
+bool cuda_built() {
+#ifdef KILN_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string default_device() {
+#ifdef KILN_HAVE_CUDA
+  if (cuda::device_count() > 0) return "cuda";
+#endif
+  return "cpu";
+}
+
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device,
+                  "Compute device: cpu or cuda (default: cuda when built with CUDA and a GPU is "
+                  "present)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o) {
+  const std::string device = o.device.empty() ? default_device() : o.device;
+  if (device == "cpu") return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(o.cpu));
+  if (device == "cuda") {
+#ifdef KILN_HAVE_CUDA
+    auto be = cuda::CudaBackend::create(cuda::CudaOptions{});
+    if (!be) return be.error();
+    return std::unique_ptr<Backend>(std::move(be.value()));
+#else
+    return make_error("this kiln was built without the CUDA backend; use --device cpu or rebuild "
+                      "with a CUDA toolkit (cmake -DKILN_CUDA=ON)");
+#endif
+  }
+  return make_error(fmt::format("unknown device '{}': use cpu or cuda", device));
+}
+
+const cpu::CpuBackend* as_cpu(const Backend& be) { return dynamic_cast<const cpu::CpuBackend*>(&be); }
+
+KvType default_kv_type(const Backend& be) {
+  if (const auto* c = as_cpu(be)) return cpu::default_kv_type(c->path());
+  return KvType::f16;
+}
+
+double reference_bandwidth(const Backend& be) {
+#ifdef KILN_HAVE_CUDA
+  if (const auto* c = dynamic_cast<const cuda::CudaBackend*>(&be)) {
+    if (c->device_name().find("H100") != std::string::npos) return 3.0e12;
+    return c->peak_memory_bandwidth();
+  }
+#endif
+  (void)be;
+  return 0.0;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,42 @@
+// Chooses the compute backend for the CLI commands: `--device cpu|cuda`,
+// default cuda when kiln was built with the CUDA backend and a GPU is present,
+// cpu otherwise. The only place above backend/ that names a concrete backend.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "kiln/backend/backend.h"
+#include "kiln/backend/cpu/cpu_backend.h"
+
+namespace kiln::cli {
+
+struct DeviceOptions {
+  std::string device;  // "cpu", "cuda", or empty for default_device()
+  cpu::CpuOptions cpu; // used when the CPU backend is chosen
+};
+
+bool cuda_built();           // kiln was compiled with the CUDA backend
+std::string default_device(); // "cuda" when built with CUDA and a GPU is present, else "cpu"
+
+// Adds `--device cpu|cuda` to a subcommand.
+void add_device_option(CLI::App* cmd, std::string& device);
+
+// Creates the chosen backend (weights not loaded yet). Errors say what is
+// missing (no GPU, kiln built without CUDA) and suggest --device cpu.
+Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o);
+
+// KV element type a backend uses unless --kv-type says otherwise: f16, or
+// f32 on the CPU reference path (to match a float64 forward).
+KvType default_kv_type(const Backend& be);
+
+// The CPU backend behind `be`, or nullptr (for CPU-only report fields).
+const cpu::CpuBackend* as_cpu(const Backend& be);
+
+// Memory bandwidth that decode figures are compared with, bytes/s: the
+// measured device-to-device copy rate for GPUs it is known for (H100 80GB
+// HBM3: 3.0 TB/s, GUIDE §5), else the device's theoretical peak; 0 on the CPU.
+double reference_bandwidth(const Backend& be);
+
+}  // namespace kiln::cli
