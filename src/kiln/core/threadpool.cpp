@@ -51,7 +51,14 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t,
   cv_.notify_all();
   run_tasks(0);
   // Wait for workers to finish their last task (they may still hold one).
-  while (pending_workers_.load(std::memory_order_acquire) != 0) KILN_CPU_RELAX();
+  // Spin briefly, then yield: on a machine with other load a worker may have
+  // been preempted, and spinning on its core would only delay it further.
+  for (int spin = 0; pending_workers_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < 4096)
+      KILN_CPU_RELAX();
+    else
+      std::this_thread::yield();
+  }
 }
 
 void ThreadPool::worker_loop(int thread_idx) {
