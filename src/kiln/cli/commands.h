@@ -11,5 +11,12 @@ namespace kiln::cli {
 using Runner = std::function<int()>;
 
 void register_inspect(CLI::App& root, Runner& run);
+void register_generate(CLI::App& root, Runner& run);
+void register_bench(CLI::App& root, Runner& run);
+void register_tokenize(CLI::App& root, Runner& run);
+void register_quantize(CLI::App& root, Runner& run);
+void register_synth(CLI::App& root, Runner& run);
+void register_template(CLI::App& root, Runner& run);
+void register_serve(CLI::App& root, Runner& run);
 
 }  // namespace kiln::cli

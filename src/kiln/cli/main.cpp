@@ -12,6 +12,15 @@ int main(int argc, char** argv) {
 
   kiln::cli::Runner run;
   kiln::cli::register_inspect(app, run);
+  kiln::cli::register_generate(app, run);
+  kiln::cli::register_bench(app, run);
+  kiln::cli::register_tokenize(app, run);
+  kiln::cli::register_quantize(app, run);
+  kiln::cli::register_synth(app, run);
+  kiln::cli::register_template(app, run);
+#ifdef KILN_HAVE_SERVE  // set by CMake once the engine implementation exists
+  kiln::cli::register_serve(app, run);
+#endif
 
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;
