@@ -5,8 +5,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "kiln/backend/backend.h"
 #include "kiln/core/status.h"
@@ -22,31 +25,44 @@ class Model;
 namespace kiln::engine {
 
 struct EngineConfig {
-  int32_t n_parallel = 8;           // --parallel: sequences decoded together at most
-  int32_t max_batch_tokens = 512;   // --max-batch-tokens: tokens per step (decode + prefill chunks)
-  int32_t ctx_size = 4096;          // --ctx-size: prompt + generated tokens per request
-  KvCacheConfig kv;                 // type, block size, number of blocks
-  bool prefix_cache = true;         // automatic prefix caching of full blocks
+  int32_t n_parallel = 8;          // --parallel: sequences decoded together at most
+  int32_t max_batch_tokens = 512;  // --max-batch-tokens: tokens per step (decode + prefill chunks)
+  int32_t ctx_size = 4096;         // --ctx-size: prompt + generated tokens per request
+  KvCacheConfig kv;                // type, block size, number of blocks
+  bool prefix_cache = true;        // automatic prefix caching of full blocks
+  // Tests only: replaces the prefix cache's block hash (parent key, block
+  // token ids) -> key, e.g. with a constant to force collisions, which token
+  // verification must catch. Empty: the real hash.
+  std::function<uint64_t(uint64_t, std::span<const int32_t>)> prefix_hash_for_testing;
 };
 
 // Counters and gauges, updated by the engine thread, read by /metrics.
 struct EngineStats {
-  std::atomic<int64_t> running{0};              // sequences holding a slot
-  std::atomic<int64_t> waiting{0};              // submitted, not yet scheduled
+  std::atomic<int64_t> running{0};  // sequences holding a slot
+  std::atomic<int64_t> waiting{0};  // submitted, not yet scheduled
   std::atomic<uint64_t> steps{0};
   std::atomic<uint64_t> step_time_us_total{0};
-  std::atomic<int64_t> max_seqs_in_step{0};     // most sequences in one step so far
-  std::atomic<uint64_t> mixed_steps{0};         // steps with both prefill and decode rows
-  std::atomic<uint64_t> prompt_tokens{0};       // prompt tokens of admitted requests
+  std::atomic<int64_t> max_seqs_in_step{0};         // most sequences in one step so far
+  std::atomic<uint64_t> mixed_steps{0};             // steps with both prefill and decode rows
+  std::atomic<int64_t> max_seqs_in_mixed_step{0};   // most sequences in one such step
+  std::atomic<uint64_t> batch_tokens{0};            // rows run through the model (all steps)
+  std::atomic<uint64_t> prompt_tokens{0};           // prompt tokens of admitted requests
   std::atomic<uint64_t> prompt_tokens_computed{0};  // ... actually run through the model
   std::atomic<uint64_t> prompt_tokens_cached{0};    // ... served from the prefix cache
   std::atomic<uint64_t> generated_tokens{0};
   std::atomic<uint64_t> preemptions{0};
-  std::atomic<uint64_t> prefix_lookups{0};      // full prompt blocks looked up
-  std::atomic<uint64_t> prefix_hits{0};         // ... found and verified
+  std::atomic<uint64_t> prefix_lookups{0};     // full prompt blocks looked up
+  std::atomic<uint64_t> prefix_hits{0};        // ... found and verified
+  std::atomic<uint64_t> prefix_collisions{0};  // key found, token verification failed
   std::atomic<int64_t> kv_blocks_total{0};
-  std::atomic<int64_t> kv_blocks_used{0};
+  std::atomic<int64_t> kv_blocks_used{0};     // referenced by sequences
+  std::atomic<int64_t> kv_blocks_cached{0};   // held only by the prefix cache (reclaimable)
+  std::atomic<uint64_t> embedding_inputs{0};  // embedding inputs completed
+  std::atomic<uint64_t> embedding_tokens{0};  // ... their tokens
 };
+
+// One L2-normalized vector [n_embd] per input, in input order, or the error.
+using EmbeddingDone = std::function<void(Result<std::vector<std::vector<float>>>)>;
 
 class Engine {
  public:
@@ -68,6 +84,19 @@ class Engine {
 
   virtual const EngineConfig& config() const = 0;
   virtual const EngineStats& stats() const = 0;
+
+  // Thread-safe. Embeds each input (token ids) with the served model: the
+  // mean over its positions of the last hidden state after the final norm,
+  // L2-normalized. The inputs run as sequences of the same scheduler (slots,
+  // token budget, KV blocks) as generation. `done` runs exactly once, on the
+  // engine thread (it must not block), with every vector or the first error
+  // (cancelled by stop() included). Fails without calling `done` when an
+  // input is empty, longer than ctx_size or the KV pool, holds ids outside
+  // the vocabulary, or the backend cannot return hidden states.
+  virtual Status submit_embeddings(std::vector<std::vector<int32_t>> inputs, EmbeddingDone done) {
+    return make_error("this engine does not compute embeddings");
+  }
+  virtual int32_t n_embd() const { return 0; }  // length of an embedding vector
 };
 
 }  // namespace kiln::engine

@@ -87,18 +87,18 @@ class CpuBackend final : public Backend {
   // batch arrives, so steady-state decoding allocates nothing.
   struct Activations {
     int64_t cap = 0;
-    std::vector<float> x;             // [cap, n_embd] residual stream
-    std::vector<float> xn;            // [cap, n_embd] normed sublayer input
-    std::vector<float> q;             // [cap, n_q]
-    std::vector<float> k;             // [cap, n_k]
-    std::vector<float> v;             // [cap, n_v]
-    std::vector<float> attn;          // [cap, n_attn_out]
-    std::vector<float> proj;          // [cap, n_embd] sublayer output
-    std::vector<float> gate;          // [cap, n_ff]
-    std::vector<float> up;            // [cap, n_ff]
-    std::vector<float> rope;          // [cap, n_rot] cos | sin per row
-    std::vector<int32_t> all_rows;    // [cap] 0, 1, 2, ...
-    std::vector<int32_t> out_rows;    // [cap] rows that want logits or hidden states
+    std::vector<float> x;           // [cap, n_embd] residual stream
+    std::vector<float> xn;          // [cap, n_embd] normed sublayer input
+    std::vector<float> q;           // [cap, n_q]
+    std::vector<float> k;           // [cap, n_k]
+    std::vector<float> v;           // [cap, n_v]
+    std::vector<float> attn;        // [cap, n_attn_out]
+    std::vector<float> proj;        // [cap, n_embd] sublayer output
+    std::vector<float> gate;        // [cap, n_ff]
+    std::vector<float> up;          // [cap, n_ff]
+    std::vector<float> rope;        // [cap, n_rot] cos | sin per row
+    std::vector<int32_t> all_rows;  // [cap] 0, 1, 2, ...
+    std::vector<int32_t> out_rows;  // [cap] rows that want logits or hidden states
   };
 
   void reserve_rows(int64_t n);

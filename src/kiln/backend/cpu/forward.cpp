@@ -80,8 +80,7 @@ Status CpuBackend::forward(const Batch& batch) {
       if (batch.tokens[size_t(act_.out_rows[size_t(r)])].hidden)
         std::copy_n(act_.xn.data() + r * e, e, hidden_.data() + (n_h++) * e);
   }
-  if (n_logits_ > 0)
-    linear(w.output, model::Vector{}, act_.xn.data(), n_logits_, logits_.data());
+  if (n_logits_ > 0) linear(w.output, model::Vector{}, act_.xn.data(), n_logits_, logits_.data());
   return Status::success();
 }
 

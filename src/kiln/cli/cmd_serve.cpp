@@ -1,0 +1,415 @@
+// `kiln serve -m MODEL`: the OpenAI-compatible HTTP server. Opens the port
+// first (readiness says `loading`), loads the model, plans memory and
+// concurrency, starts the engine, runs a warm-up request (`warming`), then
+// reports ready; on SIGTERM/SIGINT it drains (GUIDE §6) and exits 0.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/cli/commands.h"
+#include "kiln/engine/engine.h"
+#include "kiln/gguf/gguf.h"
+#include "kiln/model/model.h"
+#include "kiln/server/admission.h"
+#include "kiln/server/capacity_plan.h"
+#include "kiln/server/chat_renderer.h"
+#include "kiln/server/http_server.h"
+#include "kiln/server/request_log.h"
+#include "kiln/server/routes.h"
+#include "kiln/server/server_metrics.h"
+#include "kiln/server/shutdown_signal.h"
+#include "kiln/tokenizer/tokenizer.h"
+
+namespace kiln::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ServeOptions {
+  std::string model;
+  std::string model_name;
+  std::string host = "0.0.0.0";
+  int port = -1;  // -1: $PORT, else 8080
+  int ctx_size = 4096;
+  int parallel = 8;
+  int max_concurrency = 0;  // 0: the rule-of-thumb recommendation
+  double gpu_memory_fraction = 0.90;
+  std::string kv_memory;
+  int kv_block_size = 16;
+  std::string kv_type = "f16";
+  int max_batch_tokens = 512;
+  std::string chat_template;
+  std::string api_key;
+  double drain_timeout = 8.0;
+  std::string request_log;
+  int threads = 0;
+  int http_threads = 2;
+  std::string bench_result;
+  bool no_prefix_cache = false;
+  size_t max_body_bytes = 8u << 20;
+  size_t max_header_bytes = 16u << 10;
+  double request_timeout = 15.0;
+  double idle_timeout = 60.0;
+};
+
+int fail(const std::string& msg) {
+  fmt::print(stderr, "kiln serve: {}\n", msg);
+  return 1;
+}
+
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// "1073741824", "512M", "4G", "4GiB", "1.5G" -> bytes (binary units).
+std::optional<uint64_t> parse_bytes(const std::string& s) {
+  size_t i = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &i);
+  } catch (...) {
+    return std::nullopt;
+  }
+  std::string unit = s.substr(i);
+  for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
+  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();
+  double mul = 1;
+  if (unit.empty() || unit == "B")
+    mul = 1;
+  else if (unit == "K")
+    mul = 1024.0;
+  else if (unit == "M")
+    mul = 1024.0 * 1024;
+  else if (unit == "G")
+    mul = 1024.0 * 1024 * 1024;
+  else if (unit == "T")
+    mul = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return std::nullopt;
+  if (v <= 0) return std::nullopt;
+  return uint64_t(v * mul);
+}
+
+std::string read_text_file(const std::string& path, bool& ok) {
+  std::ifstream f(path, std::ios::binary);
+  ok = bool(f);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs one short greedy request through the engine and waits for its end:
+// readiness promises that a request can be served, so the whole path
+// (scheduler, backend, sampler) must have run once.
+Status warm_up(engine::Engine& eng, const Tokenizer& tok) {
+  engine::GenerationRequest req;
+  req.prompt = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
+  if (req.prompt.empty()) req.prompt.push_back(0);
+  req.sampling.temperature = 0.0f;
+  req.max_tokens = 2;
+  auto ch = std::make_shared<engine::ResultChannel>();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool woke = false;
+  ch->set_notifier([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    woke = true;
+    cv.notify_all();
+  });
+  struct ClearNotifier {
+    engine::ResultChannel& ch;
+    ~ClearNotifier() { ch.set_notifier(nullptr); }  // the lambda refers to this frame
+  } clear{*ch};
+  KILN_TRY(eng.submit(std::move(req), ch));
+  std::vector<engine::TokenEvent> evs;
+  const auto deadline = Clock::now() + std::chrono::minutes(5);
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait_until(lock, deadline, [&] { return woke; });
+      woke = false;
+    }
+    ch->drain(evs);
+    for (const auto& e : evs) {
+      if (e.finish == engine::FinishReason::error) return make_error("warm-up failed: " + e.error);
+      if (e.finish != engine::FinishReason::none) return Status::success();
+    }
+    if (Clock::now() >= deadline) {
+      ch->cancel();
+      return make_error("warm-up request did not finish within 5 minutes");
+    }
+  }
+}
+
+int run_serve(const ServeOptions& o) {
+  server::ShutdownSignal shutdown;
+  shutdown.install();  // before any thread starts, so all inherit the mask
+
+  // ---- flags ------------------------------------------------------------
+  if (o.parallel < 1) return fail("--parallel must be at least 1");
+  if (o.max_concurrency != 0 && o.max_concurrency < o.parallel)
+    return fail(
+        fmt::format("--max-concurrency ({}) must be at least --parallel ({}): N run, up "
+                    "to C-N wait",
+                    o.max_concurrency, o.parallel));
+  if (o.ctx_size < 8) return fail("--ctx-size must be at least 8");
+  if (o.gpu_memory_fraction <= 0 || o.gpu_memory_fraction > 1)
+    return fail("--gpu-memory-fraction must be in (0, 1]");
+  const auto kv_type = kv_type_from_name(o.kv_type);
+  if (!kv_type) return fail(fmt::format("--kv-type {}: use f16, fp8 or q8_0", o.kv_type));
+  std::optional<uint64_t> kv_memory;
+  if (!o.kv_memory.empty()) {
+    kv_memory = parse_bytes(o.kv_memory);
+    if (!kv_memory)
+      return fail(fmt::format("--kv-memory {}: give bytes, e.g. 2G or 512M", o.kv_memory));
+  }
+  server::ServerConfig cfg;
+  cfg.host = o.host;
+  int port = o.port;
+  if (port < 0) {
+    const char* env = std::getenv("PORT");
+    port = env && *env ? std::atoi(env) : 8080;
+  }
+  if (port < 0 || port > 65535) return fail(fmt::format("port {} is out of range", port));
+  cfg.port = uint16_t(port);
+  cfg.io_threads = std::max(1, o.http_threads);
+  cfg.max_concurrency = o.max_concurrency > 0 ? o.max_concurrency : o.parallel;
+  cfg.max_body_bytes = o.max_body_bytes;
+  cfg.max_header_bytes = o.max_header_bytes;
+  cfg.request_timeout = std::chrono::milliseconds(int64_t(o.request_timeout * 1000));
+  cfg.idle_timeout = std::chrono::milliseconds(int64_t(o.idle_timeout * 1000));
+  cfg.drain_timeout = std::chrono::milliseconds(int64_t(o.drain_timeout * 1000));
+  cfg.api_key = o.api_key;
+  if (cfg.api_key.empty())
+    if (const char* k = std::getenv("KILN_API_KEY")) cfg.api_key = k;
+  cfg.model_id =
+      !o.model_name.empty() ? o.model_name : std::filesystem::path(o.model).stem().string();
+  std::vector<server::BenchPoint> bench;
+  if (!o.bench_result.empty()) {
+    auto b = server::read_bench_results(o.bench_result);
+    if (!b) return fail(b.message());
+    bench = std::move(*b);
+  }
+  std::string template_source;
+  if (!o.chat_template.empty()) {
+    bool ok = false;
+    template_source = read_text_file(o.chat_template, ok);
+    if (!ok) return fail("--chat-template " + o.chat_template + ": cannot read the file");
+  }
+
+  // ---- the port opens first ---------------------------------------------
+  const auto t_start = Clock::now();
+  server::ServerMetrics metrics;
+  server::Admission admission(cfg.max_concurrency);
+  std::unique_ptr<server::RequestLog> request_log;
+  if (!o.request_log.empty()) {
+    auto l = server::RequestLog::open(o.request_log);
+    if (!l) return fail(l.message());
+    request_log = std::move(*l);
+  }
+  server::Router router(cfg, metrics, admission, request_log.get());
+  server::HttpServer http(
+      cfg, [&router](const server::HttpRequest& r) { return router.handle(r); },
+      [] { return server::Router::draining_response(); }, &metrics);
+  if (auto st = http.start(); !st) return fail(st.message());
+  fmt::print(stderr, "kiln serve: listening on http://{}:{} (phase: loading)\n", cfg.host,
+             http.port());
+
+  // ---- load ---------------------------------------------------------------
+  const auto t_load = Clock::now();
+  auto model = model::Model::load(o.model);
+  if (!model) return fail(model.message());
+  auto tok = Tokenizer::from_gguf((*model)->file());
+  if (!tok) return fail(tok.message());
+  // Integration point: the CUDA backend (backend/cuda) is chosen here once it lands.
+  cpu::CpuOptions cpu_opts;
+  cpu_opts.n_threads = o.threads;
+  auto backend = std::make_unique<cpu::CpuBackend>(cpu_opts);
+  if (auto st = backend->load_weights(**model); !st) return fail(st.message());
+  metrics.set_phase_seconds("load", since(t_load));
+  if (shutdown.triggered()) {
+    http.stop();
+    return 0;
+  }
+
+  // ---- plan -----------------------------------------------------------------
+  const auto& hp = (*model)->hparams();
+  const MemoryReport mem = backend->memory();
+  server::MemoryPlanInput in;
+  in.device_total = mem.device_total;
+  in.weight_bytes = backend->name() == "cpu" ? (*model)->weights().total_bytes() : mem.weight_bytes;
+  // Activations of a full step with margin: what the backend holds now is
+  // before any batch ran.
+  in.scratch_bytes = std::max<uint64_t>(mem.scratch_bytes, 256ull << 20);
+  in.gpu_memory_fraction = o.gpu_memory_fraction;
+  in.kv_memory = kv_memory;
+  in.kv_bytes_per_block = kv_bytes_per_block(hp, *kv_type, o.kv_block_size);
+  in.block_size = o.kv_block_size;
+  in.ctx_size = o.ctx_size;
+  in.n_parallel = o.parallel;
+  in.cap_to_need = backend->name() == "cpu";
+  auto plan = server::plan_memory(in);
+  if (!plan) return fail(plan.message());
+  const auto ideal = server::ideal_batch_size(bench, o.parallel);
+  const auto advice = server::advise_concurrency(*plan, o.parallel, ideal);
+  const int64_t max_concurrency =
+      o.max_concurrency > 0 ? o.max_concurrency : std::max(advice.recommended, o.parallel);
+  admission.set_max_concurrency(max_concurrency);
+  fmt::print(stderr, "{}", server::format_plan(in, *plan, advice, int32_t(max_concurrency)));
+  if (o.max_concurrency == 0)
+    fmt::print(stderr,
+               "  --max-concurrency not given: using the recommendation {}; set Cloud "
+               "Run's max concurrency to the same\n",
+               max_concurrency);
+  auto& reg = metrics.registry();
+  reg.gauge("kiln_capacity_parallel", "--parallel: sequences decoded together").set(o.parallel);
+  reg.gauge("kiln_capacity_max_concurrency", "--max-concurrency: requests admitted before 429")
+      .set(double(max_concurrency));
+  reg.gauge("kiln_capacity_recommended_concurrency",
+            "Rule of thumb: parallel + ideal batch size (GUIDE §6)")
+      .set(advice.recommended);
+  reg.gauge("kiln_capacity_ideal_batch_size", "Smallest decode batch reaching 90% of peak")
+      .set(ideal.size);
+  reg.gauge("kiln_capacity_ideal_batch_estimated", "1 when the ideal batch size is an estimate")
+      .set(ideal.estimated ? 1 : 0);
+  reg.gauge("kiln_capacity_kv_blocks_planned", "KV blocks the memory plan allocates")
+      .set(plan->n_blocks);
+  reg.gauge("kiln_capacity_kv_bytes", "Bytes of the KV pool").set(double(plan->kv_bytes));
+  reg.gauge("kiln_capacity_full_context_sequences", "Sequences of --ctx-size the KV pool holds")
+      .set(plan->full_ctx_seqs);
+
+  // ---- engine -----------------------------------------------------------------
+  const auto t_engine = Clock::now();
+  engine::EngineConfig ecfg;
+  ecfg.n_parallel = o.parallel;
+  ecfg.max_batch_tokens = o.max_batch_tokens;
+  ecfg.ctx_size = o.ctx_size;
+  ecfg.kv.type = *kv_type;
+  ecfg.kv.block_size = o.kv_block_size;
+  ecfg.kv.n_blocks = plan->n_blocks;
+  ecfg.prefix_cache = !o.no_prefix_cache;
+  auto eng = engine::Engine::create(*backend, **model, *tok, ecfg);
+  if (!eng) return fail(eng.message());
+  (*eng)->start();
+  metrics.set_phase_seconds("engine", since(t_engine));
+
+  server::ChatRenderer chat;
+  if (template_source.empty()) template_source = tok->chat_template();
+  if (!template_source.empty()) {
+    auto r = server::make_chat_renderer(template_source, *tok);
+    if (!r) return fail(r.message());
+    chat = std::move(*r);
+  } else {
+    fmt::print(stderr,
+               "kiln serve: the model has no chat template; /v1/chat/completions "
+               "answers 400 (pass --chat-template FILE)\n");
+  }
+  metrics.attach_engine(&(*eng)->stats());
+  // Integration point: an EmbeddingEngine from the engine once it offers one.
+  router.attach(eng->get(), &*tok, std::move(chat), nullptr);
+
+  // ---- warm-up, then ready --------------------------------------------------------
+  router.set_phase(server::Phase::warming);
+  const auto t_warm = Clock::now();
+  if (auto st = warm_up(**eng, *tok); !st) {
+    (*eng)->stop();
+    return fail(st.message());
+  }
+  metrics.set_phase_seconds("warmup", since(t_warm));
+  metrics.set_phase_seconds("total", since(t_start));
+  router.set_phase(server::Phase::ready);
+  fmt::print(stderr, "kiln serve: ready in {:.2f} s ({} on {}), model '{}'\n", since(t_start),
+             backend->name(), backend->device_name(), cfg.model_id);
+
+  shutdown.wait();
+  fmt::print(stderr, "kiln serve: signal {}: draining (up to {:.1f} s)\n", shutdown.signal_number(),
+             o.drain_timeout);
+  const bool drained = server::graceful_shutdown(http, router, eng->get(), cfg.drain_timeout);
+  fmt::print(stderr, "kiln serve: {}; bye\n",
+             drained ? "all requests finished" : "drain timeout: remaining requests cancelled");
+  return 0;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& root, Runner& run) {
+  auto o = std::make_shared<ServeOptions>();
+  auto* sub =
+      root.add_subcommand("serve",
+                          "OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, "
+                          "/v1/models, /v1/embeddings, /tokenize, /detokenize, /apply-template, "
+                          "/health/live, /health/ready, /metrics)");
+  sub->add_option("-m,--model", o->model, "GGUF model file to serve")->required();
+  sub->add_option("--model-name", o->model_name,
+                  "Name /v1/models lists and responses echo (default: the file name without "
+                  ".gguf); requests may name any model")
+      ->capture_default_str();
+  sub->add_option("--host", o->host, "Address to listen on")->capture_default_str();
+  sub->add_option("--port", o->port,
+                  "Port to listen on (default: $PORT, else 8080, as Cloud Run expects)");
+  sub->add_option("--ctx-size", o->ctx_size,
+                  "Most tokens (prompt + generated) of one request; longer prompts get 400")
+      ->capture_default_str();
+  sub->add_option("--parallel", o->parallel, "Sequences decoded together (N): the engine's slots")
+      ->capture_default_str();
+  sub->add_option("--max-concurrency", o->max_concurrency,
+                  "Requests admitted at once (C >= N): N run, up to C-N wait in the engine's "
+                  "FIFO, more get 429 with Retry-After. Set Cloud Run's max concurrency to the "
+                  "same. Default: the printed rule-of-thumb (parallel + ideal batch size)");
+  sub->add_option("--gpu-memory-fraction", o->gpu_memory_fraction,
+                  "Share of device memory kiln may use (weights + KV pool + scratch)")
+      ->capture_default_str();
+  sub->add_option("--kv-memory", o->kv_memory,
+                  "Size of the KV block pool outright (e.g. 4G, 512M); overrides "
+                  "--gpu-memory-fraction for the KV pool");
+  sub->add_option("--kv-block-size", o->kv_block_size, "Tokens per KV cache block")
+      ->capture_default_str();
+  sub->add_option("--kv-type", o->kv_type, "KV cache element type: f16, fp8 (e4m3) or q8_0")
+      ->capture_default_str();
+  sub->add_option("--max-batch-tokens", o->max_batch_tokens,
+                  "Token budget of one engine step (decode tokens + prefill chunks)")
+      ->capture_default_str();
+  sub->add_flag("--no-prefix-cache", o->no_prefix_cache,
+                "Turn off automatic prefix caching of full KV blocks");
+  sub->add_option("--chat-template", o->chat_template,
+                  "Jinja chat template file overriding the model's tokenizer.chat_template");
+  sub->add_option("--api-key", o->api_key,
+                  "Require 'Authorization: Bearer KEY' on every route but /health/* (401 "
+                  "otherwise); also read from $KILN_API_KEY. Off by default");
+  sub->add_option("--drain-timeout", o->drain_timeout,
+                  "Seconds in-flight requests may run after SIGTERM before they are cancelled "
+                  "(Cloud Run allows about 10)")
+      ->capture_default_str();
+  sub->add_option("--request-log", o->request_log,
+                  "Append one JSON line per request to FILE (schema: docs/request-log.md)");
+  sub->add_option("--threads", o->threads,
+                  "Compute threads of the CPU backend (0: every hardware thread)")
+      ->capture_default_str();
+  sub->add_option("--http-threads", o->http_threads, "Threads serving HTTP connections")
+      ->capture_default_str();
+  sub->add_option("--bench-result", o->bench_result,
+                  "JSON lines from `kiln bench --streams ... --json-out FILE` "
+                  "({\"test\":\"streams<N>\",\"tokens_per_s\":X}): the ideal batch size for the "
+                  "concurrency recommendation (else an estimate)");
+  sub->add_option("--max-body-bytes", o->max_body_bytes, "Larger request bodies get 413")
+      ->capture_default_str();
+  sub->add_option("--max-header-bytes", o->max_header_bytes, "Larger request headers get 431")
+      ->capture_default_str();
+  sub->add_option("--request-timeout", o->request_timeout,
+                  "Seconds a request may take to arrive once its first byte came (slow clients "
+                  "are cut off)")
+      ->capture_default_str();
+  sub->add_option("--idle-timeout", o->idle_timeout,
+                  "Seconds an idle keep-alive connection stays open")
+      ->capture_default_str();
+  sub->callback([o, &run] { run = [o] { return run_serve(*o); }; });
+}
+
+}  // namespace kiln::cli
