@@ -18,9 +18,7 @@ int main(int argc, char** argv) {
   kiln::cli::register_quantize(app, run);
   kiln::cli::register_synth(app, run);
   kiln::cli::register_template(app, run);
-#ifdef KILN_HAVE_SERVE  // set by CMake once the engine implementation exists
   kiln::cli::register_serve(app, run);
-#endif
 
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;
