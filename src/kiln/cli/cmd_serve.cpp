@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/cli/backend_select.h"
 #include "kiln/cli/commands.h"
 #include "kiln/engine/engine.h"
 #include "kiln/gguf/gguf.h"
@@ -28,6 +29,20 @@
 
 namespace kiln::cli {
 namespace {
+
+// The edge's embedding hook, served by the engine (mean of the final-normed
+// hidden states, L2-normalized; the engine computes it between decode steps).
+class EngineEmbeddings final : public server::EmbeddingEngine {
+ public:
+  explicit EngineEmbeddings(engine::Engine& e) : engine_(e) {}
+  int32_t n_embd() const override { return engine_.n_embd(); }
+  Status submit_embeddings(std::vector<std::vector<int32_t>> inputs, Done done) override {
+    return engine_.submit_embeddings(std::move(inputs), std::move(done));
+  }
+
+ private:
+  engine::Engine& engine_;
+};
 
 using Clock = std::chrono::steady_clock;
 
@@ -49,6 +64,7 @@ struct ServeOptions {
   double drain_timeout = 8.0;
   std::string request_log;
   int threads = 0;
+  std::string device;  // --device cpu|cuda (empty: cuda when a GPU is there)
   int http_threads = 2;
   std::string bench_result;
   bool no_prefix_cache = false;
@@ -228,10 +244,12 @@ int run_serve(const ServeOptions& o) {
   if (!model) return fail(model.message());
   auto tok = Tokenizer::from_gguf((*model)->file());
   if (!tok) return fail(tok.message());
-  // Integration point: the CUDA backend (backend/cuda) is chosen here once it lands.
-  cpu::CpuOptions cpu_opts;
-  cpu_opts.n_threads = o.threads;
-  auto backend = std::make_unique<cpu::CpuBackend>(cpu_opts);
+  DeviceOptions dev;
+  dev.device = o.device;
+  dev.cpu.n_threads = o.threads;
+  auto made = make_backend(dev);
+  if (!made) return fail(made.message());
+  std::unique_ptr<Backend> backend = std::move(*made);
   if (auto st = backend->load_weights(**model); !st) return fail(st.message());
   metrics.set_phase_seconds("load", since(t_load));
   if (shutdown.triggered()) {
@@ -312,8 +330,8 @@ int run_serve(const ServeOptions& o) {
                "answers 400 (pass --chat-template FILE)\n");
   }
   metrics.attach_engine(&(*eng)->stats());
-  // Integration point: an EmbeddingEngine from the engine once it offers one.
-  router.attach(eng->get(), &*tok, std::move(chat), nullptr);
+  EngineEmbeddings embeddings(**eng);
+  router.attach(eng->get(), &*tok, std::move(chat), &embeddings);
 
   // ---- warm-up, then ready --------------------------------------------------------
   router.set_phase(server::Phase::warming);
@@ -389,6 +407,7 @@ void register_serve(CLI::App& root, Runner& run) {
       ->capture_default_str();
   sub->add_option("--request-log", o->request_log,
                   "Append one JSON line per request to FILE (schema: docs/request-log.md)");
+  add_device_option(sub, o->device);
   sub->add_option("--threads", o->threads,
                   "Compute threads of the CPU backend (0: every hardware thread)")
       ->capture_default_str();

@@ -55,10 +55,15 @@ ServerMetrics::ServerMetrics()
   registry_.callback("kiln_requests_waiting",
                      "Requests submitted to the engine and not yet scheduled (FIFO)", "gauge",
                      eng([](const S& s) { return s.waiting.load(); }));
-  registry_.callback("kiln_kv_blocks_used", "KV cache blocks in use", "gauge",
+  registry_.callback("kiln_kv_blocks_used", "KV cache blocks held by running sequences", "gauge",
                      eng([](const S& s) { return s.kv_blocks_used.load(); }));
-  registry_.callback("kiln_kv_blocks_free", "KV cache blocks free", "gauge", eng([](const S& s) {
-                       return s.kv_blocks_total.load() - s.kv_blocks_used.load();
+  registry_.callback("kiln_kv_blocks_cached",
+                     "KV cache blocks held only by the prefix cache (reclaimable)", "gauge",
+                     eng([](const S& s) { return s.kv_blocks_cached.load(); }));
+  registry_.callback("kiln_kv_blocks_free", "KV cache blocks neither used nor cached", "gauge",
+                     eng([](const S& s) {
+                       return s.kv_blocks_total.load() - s.kv_blocks_used.load() -
+                              s.kv_blocks_cached.load();
                      }));
   registry_.callback("kiln_kv_blocks_total", "KV cache blocks in the pool", "gauge",
                      eng([](const S& s) { return s.kv_blocks_total.load(); }));
@@ -73,6 +78,12 @@ ServerMetrics::ServerMetrics()
                      }));
   registry_.callback("kiln_engine_max_seqs_in_step", "Most sequences in one engine step so far",
                      "gauge", eng([](const S& s) { return s.max_seqs_in_step.load(); }));
+  registry_.callback("kiln_engine_max_seqs_in_mixed_step",
+                     "Most sequences in one step that mixed prefill chunks and decode tokens",
+                     "gauge", eng([](const S& s) { return s.max_seqs_in_mixed_step.load(); }));
+  registry_.callback("kiln_prefix_cache_collisions_total",
+                     "Prefix-cache hash matches rejected by token verification", "counter",
+                     eng([](const S& s) { return s.prefix_collisions.load(); }));
   registry_.callback("kiln_engine_mixed_steps_total",
                      "Engine steps that mixed prefill chunks and decode tokens", "counter",
                      eng([](const S& s) { return s.mixed_steps.load(); }));
