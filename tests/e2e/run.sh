@@ -30,6 +30,22 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
     sleep 0.1
   done
   node "$here/openai_client.mjs" "http://127.0.0.1:$port/v1" || { rc=1; cat "$log"; }
+  # curl, as a user would: a streamed completion ends with [DONE]; a chat
+  # answer has the OpenAI shape; a bad field names itself.
+  base="http://127.0.0.1:$port"
+  out=$(curl -sS -N "$base/v1/completions" -H 'Content-Type: application/json' \
+        -d '{"prompt":"hello","max_tokens":4,"stream":true}')
+  if echo "$out" | grep -q '^data: \[DONE\]' && echo "$out" | grep -q '"text_completion"'; then
+    echo "ok   curl streamed completion"
+  else echo "FAIL curl streamed completion: $out"; rc=1; fi
+  out=$(curl -sS "$base/v1/chat/completions" -H 'Content-Type: application/json' \
+        -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":3}')
+  if echo "$out" | grep -q '"object":"chat.completion"' && echo "$out" | grep -q '"finish_reason"'; then
+    echo "ok   curl chat completion"
+  else echo "FAIL curl chat completion: $out"; rc=1; fi
+  code=$(curl -sS -o /dev/null -w '%{http_code}' "$base/v1/completions" \
+         -H 'Content-Type: application/json' -d '{"prompt":"x","temperature":"hot"}')
+  if [ "$code" = 400 ]; then echo "ok   curl bad request -> 400"; else echo "FAIL curl bad request -> $code"; rc=1; fi
   kill -TERM $pid; wait $pid || { echo "kiln serve exited non-zero after SIGTERM" >&2; rc=1; }
   rm -f "$log"
 else
