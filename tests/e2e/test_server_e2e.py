@@ -221,7 +221,10 @@ class Sigterm(unittest.TestCase):
             out = {}
 
             def stream():
-                out["r"] = s.stream("/v1/completions", {"prompt": "alpha", "max_tokens": 64,
+                # Long enough that the drain is still running when the
+                # keep-alive request below arrives (the server exits as soon
+                # as in-flight work is done).
+                out["r"] = s.stream("/v1/completions", {"prompt": "alpha", "max_tokens": 400,
                                                          "ignore_eos": True, "stream": True})
 
             t = threading.Thread(target=stream)
