@@ -65,4 +65,27 @@ double reference_bandwidth(const Backend& be) {
   return 0.0;
 }
 
+Result<std::unique_ptr<Backend>> open_single_sequence_backend(const model::Model& model,
+                                                              const SingleSequenceSetup& s) {
+  DeviceOptions dopt;
+  dopt.device = s.device;
+  dopt.cpu = s.cpu;
+  auto made = make_backend(dopt);
+  if (!made) return made.error();
+  std::unique_ptr<Backend> backend = std::move(*made);
+  KILN_TRY(backend->load_weights(model));
+  KvCacheConfig kv;
+  kv.type = default_kv_type(*backend);
+  if (!s.kv_type.empty()) {
+    auto t = kv_type_from_name(s.kv_type);
+    if (!t) return make_error("--kv-type must be one of f32, f16, fp8, q8_0");
+    kv.type = *t;
+  }
+  kv.block_size = 16;
+  kv.n_blocks = int32_t((s.n_positions + kv.block_size - 1) / kv.block_size);
+  if (kv.n_blocks == 0) return make_error("nothing to run: no positions requested");
+  KILN_TRY(backend->init_kv_cache(kv));
+  return backend;
+}
+
 }  // namespace kiln::cli

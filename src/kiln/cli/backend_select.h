@@ -10,6 +10,10 @@
 #include "kiln/backend/backend.h"
 #include "kiln/backend/cpu/cpu_backend.h"
 
+namespace kiln::model {
+class Model;
+}
+
 namespace kiln::cli {
 
 struct DeviceOptions {
@@ -26,6 +30,18 @@ void add_device_option(CLI::App* cmd, std::string& device);
 // Creates the chosen backend (weights not loaded yet). Errors say what is
 // missing (no GPU, kiln built without CUDA) and suggest --device cpu.
 Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o);
+
+// What `kiln generate` and `kiln bench` share: the backend chosen by
+// --device, the model's weights loaded, and a KV pool for one sequence of
+// n_positions positions (blocks of 16), in --kv-type or the backend default.
+struct SingleSequenceSetup {
+  std::string device;
+  cpu::CpuOptions cpu;
+  std::string kv_type;  // empty: default_kv_type()
+  int64_t n_positions = 0;
+};
+Result<std::unique_ptr<Backend>> open_single_sequence_backend(const model::Model& model,
+                                                              const SingleSequenceSetup& s);
 
 // KV element type a backend uses unless --kv-type says otherwise: f16, or
 // f32 on the CPU reference path (to match a float64 forward).

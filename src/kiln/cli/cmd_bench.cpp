@@ -100,29 +100,18 @@ int run_bench(const BenchOptions& o) {
   if (!model) return fail(model.message());
   const model::HParams& hp = (*model)->hparams();
 
-  cpu::CpuOptions co;
-  co.n_threads = o.n_threads;
-  co.path = o.reference ? cpu::MatmulPath::reference : cpu::MatmulPath::fast;
-  co.act = o.act == "q8" ? cpu::ActQuant::q8 : cpu::ActQuant::q8x2;
-  DeviceOptions dopt;
-  dopt.device = o.device;
-  dopt.cpu = co;
-  auto made = make_backend(dopt);
-  if (!made) return fail(made.message());
-  Backend& backend = **made;
+  SingleSequenceSetup setup;
+  setup.device = o.device;
+  setup.cpu.n_threads = o.n_threads;
+  setup.cpu.path = o.reference ? cpu::MatmulPath::reference : cpu::MatmulPath::fast;
+  setup.cpu.act = o.act == "q8" ? cpu::ActQuant::q8 : cpu::ActQuant::q8x2;
+  setup.kv_type = o.kv_type;
+  setup.n_positions = std::max(o.n_prompt, o.n_gen);
+  auto opened = open_single_sequence_backend(**model, setup);
+  if (!opened) return fail(opened.message());
+  Backend& backend = **opened;
   const cpu::CpuBackend* cpu_be = as_cpu(backend);  // nullptr on the GPU
-  if (auto st = backend.load_weights(**model); !st) return fail(st.message());
-  KvCacheConfig kv;
-  kv.type = default_kv_type(backend);
-  if (!o.kv_type.empty()) {
-    auto t = kv_type_from_name(o.kv_type);
-    if (!t) return fail("--kv-type must be one of f32, f16, fp8, q8_0");
-    kv.type = *t;
-  }
-  kv.block_size = 16;
-  kv.n_blocks = engine::KvBlockPool::blocks_for(std::max(o.n_prompt, o.n_gen), kv.block_size);
-  if (kv.n_blocks == 0) return fail("nothing to run: -p and -n are both 0");
-  if (auto st = backend.init_kv_cache(kv); !st) return fail(st.message());
+  const KvCacheConfig& kv = backend.kv_config();
   engine::KvBlockPool pool(kv.n_blocks);
   std::vector<int32_t> blocks;
   (void)pool.grow(blocks, std::max(o.n_prompt, o.n_gen), kv.block_size);
