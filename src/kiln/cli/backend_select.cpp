@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
+#include <new>
+
 #ifdef KILN_HAVE_CUDA
 #include "kiln/backend/cuda/cuda_backend.h"
 #endif
@@ -86,6 +89,31 @@ Result<std::unique_ptr<Backend>> open_single_sequence_backend(const model::Model
   if (kv.n_blocks == 0) return make_error("nothing to run: no positions requested");
   KILN_TRY(backend->init_kv_cache(kv));
   return backend;
+}
+
+Status resize_kv_for_sequences(Backend& backend, int64_t n_seqs, int64_t positions_per_seq) {
+  KvCacheConfig kv = backend.kv_config();
+  const int64_t per_seq = (positions_per_seq + kv.block_size - 1) / kv.block_size;
+  const int64_t n_blocks = n_seqs * per_seq;
+  if (n_blocks <= 0) return make_error("nothing to run: no sequences or positions requested");
+  if (n_blocks > INT32_MAX)
+    return make_error(fmt::format("KV pool for {} sequences x {} positions needs {} blocks, "
+                                  "more than a pool can index; use fewer streams or positions",
+                                  n_seqs, positions_per_seq, n_blocks));
+  kv.n_blocks = int32_t(n_blocks);
+  Status st;
+  try {
+    st = backend.init_kv_cache(kv);
+  } catch (const std::bad_alloc&) {  // the CPU pool lives in host vectors
+    st = make_error("out of host memory");
+  }
+  if (!st)
+    return make_error(fmt::format("cannot allocate the KV pool for {} sequences x {} positions "
+                                  "({} blocks of {}): {}; use fewer streams, smaller -p/-n, or "
+                                  "--kv-type fp8/q8_0",
+                                  n_seqs, positions_per_seq, n_blocks, kv.block_size,
+                                  st.message()));
+  return Status::success();
 }
 
 }  // namespace kiln::cli

@@ -43,6 +43,12 @@ struct SingleSequenceSetup {
 Result<std::unique_ptr<Backend>> open_single_sequence_backend(const model::Model& model,
                                                               const SingleSequenceSetup& s);
 
+// Re-sizes the KV pool of an opened backend (same type) for n_seqs sequences
+// of positions_per_seq positions each, every sequence with its own blocks:
+// what `kiln bench --streams` uses between stream counts. The error says how
+// much was asked for and what to try when the pool does not fit.
+Status resize_kv_for_sequences(Backend& backend, int64_t n_seqs, int64_t positions_per_seq);
+
 // KV element type a backend uses unless --kv-type says otherwise: f16, or
 // f32 on the CPU reference path (to match a float64 forward).
 KvType default_kv_type(const Backend& be);
