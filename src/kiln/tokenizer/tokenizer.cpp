@@ -1,5 +1,6 @@
 // Tokenizer construction from GGUF metadata (tokenizer.ggml.*), special-token
-// splitting, and decoding. The per-model algorithms live in spm.cpp / bpe.cpp.
+// splitting, and decoding. The per-model algorithms live in spm.cpp / bpe.cpp /
+// wordpiece.cpp.
 #include "kiln/tokenizer/tokenizer.h"
 
 #include <algorithm>
@@ -59,6 +60,19 @@ std::string piece_of(const Vocab& v, const tok::TokenData& t) {
       break;
   }
   if (v.kind == TokenizerKind::spm) return replace_all(t.text, kSpmSpace, " ");
+  if (v.kind == TokenizerKind::wpm) {
+    // Word-initial pieces carry the space that separates words; decode drops
+    // it in front of the first word.
+    std::string_view s = t.text;
+    if (v.wp_hash_continuation) {
+      if (s.substr(0, 2) == "##") return std::string(s.substr(2));
+      return std::string(" ").append(s);
+    }
+    if (s.substr(0, kSpmSpace.size()) == kSpmSpace) {
+      return std::string(" ").append(s.substr(kSpmSpace.size()));
+    }
+    return std::string(s);
+  }
   return v.byte_unicode.decode_all(t.text);
 }
 
@@ -121,6 +135,16 @@ void find_special_ids(const gguf::File& f, Vocab& v) {
   v.eom = special_id(f, v, "tokenizer.ggml.eom_token_id");
   v.unk = special_id(f, v, "tokenizer.ggml.unknown_token_id");
   v.pad = special_id(f, v, "tokenizer.ggml.padding_token_id");
+  if (v.kind == TokenizerKind::wpm) {
+    // BERT: CLS opens the sequence (stored as cls_token_id, some files use
+    // bos_token_id), SEP closes it. GGUF spells the key "seperator".
+    if (v.bos < 0) v.bos = special_id(f, v, "tokenizer.ggml.cls_token_id");
+    v.sep = special_id(f, v, "tokenizer.ggml.seperator_token_id");
+    if (v.sep < 0) v.sep = special_id(f, v, "tokenizer.ggml.separator_token_id");
+    if (v.bos < 0) v.bos = v.find("[CLS]");
+    if (v.sep < 0) v.sep = v.find("[SEP]");
+    if (v.unk < 0) v.unk = v.find("[UNK]");
+  }
   const auto is_special = [&](int32_t id) {
     const TokenType t = v.tokens[id].type;
     return t == TokenType::control || t == TokenType::user_defined;
@@ -176,6 +200,7 @@ void index_specials(Vocab& v) {
 
 Status setup_byte_tokens(Vocab& v) {
   v.byte_to_id.fill(-1);
+  if (v.kind == TokenizerKind::wpm) return Status::success();  // no byte tokens
   if (v.kind == TokenizerKind::spm) {
     char name[8];
     for (int b = 0; b < 256; ++b) {
@@ -225,6 +250,30 @@ Status setup_bpe(const gguf::File& f, Vocab& v) {
   return Status::success();
 }
 
+void setup_wordpiece(Vocab& v) {
+  size_t n_hash = 0, n_space = 0;
+  bool upper = false;
+  for (const tok::TokenData& t : v.tokens) {
+    if (t.type != TokenType::normal) continue;
+    if (t.text.size() > 2 && t.text.compare(0, 2, "##") == 0) ++n_hash;
+    if (t.text.compare(0, kSpmSpace.size(), kSpmSpace) == 0) ++n_space;
+    // "[CLS]"-style markers are upper case in uncased vocabularies too (and
+    // files without token types list them as normal tokens).
+    if (t.text.size() > 2 && t.text.front() == '[' && t.text.back() == ']') continue;
+    for (char c : t.text) upper |= c >= 'A' && c <= 'Z';
+  }
+  v.wp_hash_continuation = n_hash > n_space;
+  // GGUF has no key for BERT's do_lower_case: an uncased vocabulary (bge,
+  // bert-base-uncased) has no upper-case letters in its normal tokens; a cased
+  // one keeps case and accents, as Hugging Face does (strip_accents follows
+  // lowercase by default).
+  v.wp_lowercase = !upper;
+  v.wp_strip_accents = !upper;
+  // Defaults of BERT models: [CLS] text [SEP].
+  v.add_bos = true;
+  v.add_sep = true;
+}
+
 }  // namespace
 
 std::vector<std::string_view> Tokenizer::known_pre_tokenizers() {
@@ -246,12 +295,15 @@ Result<Tokenizer> Tokenizer::from_gguf(const gguf::File& f) {
   } else if (*model == "gpt2") {
     v->kind = TokenizerKind::bpe;
   } else if (*model == "bert") {
-    return make_error(f.path() + ": WordPiece tokenizers (tokenizer.ggml.model = bert) are not "
-                      "supported yet; kiln reads 'llama' (SentencePiece) and 'gpt2' (byte-level "
-                      "BPE) vocabularies");
+#if !KILN_HAVE_ICU
+    return make_error(f.path() + ": a WordPiece (BERT) vocabulary needs ICU, and this kiln was "
+                      "built without it; install libicu-dev (scripts/setup does) and rebuild");
+#endif
+    v->kind = TokenizerKind::wpm;
   } else {
     return make_error(f.path() + ": unsupported tokenizer.ggml.model '" + *model +
-                      "'; kiln reads 'llama' (SentencePiece) and 'gpt2' (byte-level BPE)");
+                      "'; kiln reads 'llama' (SentencePiece), 'gpt2' (byte-level BPE) and "
+                      "'bert' (WordPiece)");
   }
   KILN_TRY(load_tokens(f, *v));
   KILN_TRY(setup_byte_tokens(*v));
@@ -260,11 +312,14 @@ Result<Tokenizer> Tokenizer::from_gguf(const gguf::File& f) {
     // SentencePiece defaults of Llama 2 / Mistral files: BOS and a dummy prefix.
     v->add_bos = true;
     v->add_space_prefix = true;
+  } else if (v->kind == TokenizerKind::wpm) {
+    setup_wordpiece(*v);
   } else {
     KILN_TRY(setup_bpe(f, *v));
   }
   if (auto b = f.get_bool("tokenizer.ggml.add_bos_token")) v->add_bos = *b;
   if (auto b = f.get_bool("tokenizer.ggml.add_eos_token")) v->add_eos = *b;
+  if (auto b = f.get_bool("tokenizer.ggml.add_sep_token")) v->add_sep = *b;
   if (v->kind == TokenizerKind::spm) {
     if (auto b = f.get_bool("tokenizer.ggml.add_space_prefix")) v->add_space_prefix = *b;
   }
@@ -293,6 +348,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
       if (v.add_space_prefix && after_special) s = kSpmSpace;
       s += replace_all(raw, " ", kSpmSpace);
       tok::spm_encode(v, s, out);
+    } else if (v.kind == TokenizerKind::wpm) {
+      tok::wordpiece_encode(v, raw, out);
     } else {
       tok::bpe_encode(v, raw, out);
     }
@@ -324,6 +381,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
   encode_raw(text.substr(raw_begin));
 
   if (add_special && v.add_eos && v.eos >= 0) out.push_back(v.eos);
+  if (add_special && v.add_sep && v.sep >= 0) out.push_back(v.sep);
   return out;
 }
 
@@ -332,7 +390,9 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
   std::string out;
   // SentencePiece removes the dummy prefix of the first word: the leading
   // space of the first piece, as long as nothing has been output before it.
-  bool strip_space = v.kind == TokenizerKind::spm && v.add_space_prefix;
+  // WordPiece: the space of the first word-initial piece.
+  bool strip_space =
+      (v.kind == TokenizerKind::spm && v.add_space_prefix) || v.kind == TokenizerKind::wpm;
   for (int32_t id : ids) {
     if (id < 0 || id >= v.n_vocab()) continue;
     const tok::TokenData& t = v.tokens[id];
@@ -343,6 +403,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
       p.remove_prefix(1);
     }
     if (!p.empty() || !hidden) strip_space = false;
+    // WordPiece: control and unknown tokens are words of their own.
+    if (v.kind == TokenizerKind::wpm && hidden && !out.empty()) out += ' ';
     out.append(p);
   }
   return out;
@@ -373,6 +435,8 @@ int32_t Tokenizer::eos_id() const { return v_->eos; }
 int32_t Tokenizer::eot_id() const { return v_->eot; }
 int32_t Tokenizer::unk_id() const { return v_->unk; }
 int32_t Tokenizer::pad_id() const { return v_->pad; }
+int32_t Tokenizer::sep_id() const { return v_->sep; }
+bool Tokenizer::add_sep() const { return v_->add_sep; }
 bool Tokenizer::add_bos() const { return v_->add_bos; }
 bool Tokenizer::add_eos() const { return v_->add_eos; }
 bool Tokenizer::add_space_prefix() const { return v_->add_space_prefix; }

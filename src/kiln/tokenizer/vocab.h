@@ -1,5 +1,5 @@
 // Internal state shared by the tokenizer's parts (tokenizer.cpp, spm.cpp,
-// bpe.cpp): the vocabulary tables built once by Tokenizer::from_gguf.
+// bpe.cpp, wordpiece.cpp): the vocabulary tables built once by Tokenizer::from_gguf.
 #pragma once
 
 #include <array>
@@ -104,12 +104,19 @@ struct Vocab {
   std::unique_ptr<PreTokenizer> pre;
   bool ignore_merges = false;
 
+  // WordPiece. wp_hash_continuation: continuation pieces are "##x" and
+  // word-initial ones plain (vocab.txt); otherwise word-initial pieces are
+  // "▁x" and continuations plain (how GGUF converters store BERT vocabularies).
+  bool wp_hash_continuation = false;
+  bool wp_lowercase = true;
+  bool wp_strip_accents = true;
+
   // Tokens matched in input text before tokenizing it (control, unknown,
   // user-defined), indexed by first byte, longest first.
   std::array<std::vector<int32_t>, 256> specials_by_first_byte;
 
-  int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, pad = -1;
-  bool add_bos = false, add_eos = false, add_space_prefix = false;
+  int32_t bos = -1, eos = -1, eot = -1, eom = -1, unk = -1, pad = -1, sep = -1;
+  bool add_bos = false, add_eos = false, add_sep = false, add_space_prefix = false;
   std::vector<int32_t> eog;
   std::vector<uint8_t> is_eog;  // [n_vocab]
   std::string chat_template;
@@ -122,6 +129,7 @@ struct Vocab {
 // SPM: `text` already has spaces escaped to '▁' and the prefix added.
 void spm_encode(const Vocab& v, std::string_view text, std::vector<int32_t>& out);
 void bpe_encode(const Vocab& v, std::string_view text, std::vector<int32_t>& out);
+void wordpiece_encode(const Vocab& v, std::string_view text, std::vector<int32_t>& out);
 
 // Builds the merge table from tokenizer.ggml.merges ("left right" strings).
 Status bpe_load_merges(Vocab& v, const std::vector<std::string_view>& merges);
