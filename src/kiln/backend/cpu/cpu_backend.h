@@ -118,6 +118,7 @@ class CpuBackend final : public Backend {
   Activations act_;
   std::vector<float> split_x_;  // [2 * rows, n_in] q8x2: grid part and residual per row
   std::vector<float> split_y_;  // [2 * rows, n_out] their products
+  MatmulScratch act_scratch_;   // quantized activations of each matmul call, reused
   std::vector<float> logits_;   // [n_logits, n_vocab]
   int32_t n_logits_ = 0;
   std::vector<float> hidden_;  // [n_hidden, n_embd] final-normed rows (BatchToken::hidden)

@@ -75,6 +75,7 @@ void CpuBackend::linear(const model::Matrix& w, const model::Vector& bias, const
   args.w = w.data;
   args.n_out = w.n_out;
   args.n_in = w.n_in;
+  args.scratch = &act_scratch_;
   const int64_t block = act_block(w.type);
   if (path_ == MatmulPath::fast && act_quant_ == ActQuant::q8x2 && block > 0 && n_rows > 0) {
     const size_t need_x = size_t(2 * n_rows * w.n_in), need_y = size_t(2 * n_rows * w.n_out);

@@ -181,20 +181,26 @@ void matmul_fast_at(Isa isa, const MatmulArgs& a, ThreadPool* pool) {
 
   const int n_threads = pool ? pool->size() : 1;
   // Quantized activations, once per call: [n_batch] rows of act_layout.
-  std::unique_ptr<uint8_t[], AlignedFree> act;
+  std::unique_ptr<uint8_t[], AlignedFree> owned;
+  uint8_t* act = nullptr;
   if (fmt == ActFormat::f32) {
     t.act = reinterpret_cast<const uint8_t*>(a.x);
   } else {
     const size_t bytes = t.act_stride * size_t(a.n_batch);
-    act.reset(static_cast<uint8_t*>(::operator new[](bytes, std::align_val_t(64))));
+    if (a.scratch) {
+      act = a.scratch->get(bytes);
+    } else {
+      owned.reset(static_cast<uint8_t*>(::operator new[](bytes, std::align_val_t(64))));
+      act = owned.get();
+    }
     // A few rows per task, about 4 tasks per thread (batch 1: inline).
     const int64_t per_task = std::max<int64_t>(1, a.n_batch / (4 * int64_t(n_threads)));
     run_tasks(pool, (a.n_batch + per_task - 1) / per_task, [&](int64_t task) {
       const int64_t b1 = std::min(a.n_batch, (task + 1) * per_task);
       for (int64_t b = task * per_task; b < b1; ++b)
-        ks.quantize(a.w_type, a.x + b * a.n_in, act.get() + size_t(b) * t.act_stride, a.n_in);
+        ks.quantize(a.w_type, a.x + b * a.n_in, act + size_t(b) * t.act_stride, a.n_in);
     });
-    t.act = act.get();
+    t.act = act;
   }
 
   const int64_t rows = rows_per_task(a.n_out, a.n_batch, t.w_stride, n_threads);
@@ -209,6 +215,18 @@ void matmul_fast_at(Isa isa, const MatmulArgs& a, ThreadPool* pool) {
 }
 
 }  // namespace detail
+
+void MatmulScratch::Free::operator()(uint8_t* p) const {
+  ::operator delete[](p, std::align_val_t(64));
+}
+
+uint8_t* MatmulScratch::get(size_t bytes) {
+  if (bytes > capacity_) {
+    buf_.reset(static_cast<uint8_t*>(::operator new[](bytes, std::align_val_t(64))));
+    capacity_ = bytes;
+  }
+  return buf_.get();
+}
 
 void matmul(MatmulPath path, const MatmulArgs& args, ThreadPool* pool) {
   if (path == MatmulPath::fast) return detail::matmul_fast_at(detail::active_isa(), args, pool);

@@ -13,7 +13,9 @@
 
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "kiln/core/dtype.h"
 
@@ -25,6 +27,22 @@ namespace kiln::cpu {
 
 enum class MatmulPath { reference, fast };
 
+// Reusable 64-byte-aligned storage for the quantized activations of a fast
+// matmul call, so steady-state decode and prefill allocate nothing (a large
+// per-call allocation is an mmap + page faults every time). One per caller;
+// not thread-safe.
+class MatmulScratch {
+ public:
+  uint8_t* get(size_t bytes);  // valid until the next get()
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t[], Free> buf_;
+  size_t capacity_ = 0;
+};
+
 struct MatmulArgs {
   DType w_type = DType::F32;
   const void* w = nullptr;  // [n_out, n_in] rows in w_type, row-major
@@ -33,6 +51,7 @@ struct MatmulArgs {
   const float* x = nullptr;  // [n_batch, n_in]
   int64_t n_batch = 0;
   float* y = nullptr;        // [n_batch, n_out]
+  MatmulScratch* scratch = nullptr;  // nullptr: the call allocates its own
 };
 
 // How often each weight type's fast kernel ran (per call, any batch size):
