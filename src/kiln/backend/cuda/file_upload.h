@@ -1,0 +1,35 @@
+// Streams a byte range of a file into device memory as fast as the disk (or
+// page cache) and the PCIe link allow: several threads pread fixed-size chunks
+// into their own pair of pinned buffers (double-buffered: one is being read
+// while the other's async copy runs) and copy each on their own stream.
+// Used for the baked weight image, whose data section is copied verbatim.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "kiln/core/status.h"
+
+namespace kiln::cuda {
+
+struct FileUploadOptions {
+  int device = 0;
+  int threads = 8;              // reader threads, each with its own stream
+  size_t chunk_bytes = 16 << 20;  // bytes per pread / copy
+  bool direct = false;          // O_DIRECT: bypass the page cache (cold files, no double caching)
+};
+
+struct FileUploadStats {
+  uint64_t bytes = 0;
+  double seconds = 0;       // wall time of the whole upload
+  double read_seconds = 0;  // summed over threads: time inside pread
+  int threads = 0;
+};
+
+// Copies bytes [offset, offset + n) of `path` to `dst` (device memory).
+// Returns when every byte is on the device.
+Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offset, uint64_t n,
+                                          void* dst, const FileUploadOptions& opt);
+
+}  // namespace kiln::cuda
