@@ -1,0 +1,129 @@
+// Export and restore of prefix-cache blocks (engine.h): the engine side of
+// baked warm prefixes. Runs on the caller's thread while the engine thread is
+// not running, so it may touch the pool, the cache and the backend directly.
+#include <fmt/format.h>
+
+#include <unordered_map>
+
+#include "kiln/engine/engine_impl.h"
+#include "kiln/model/model.h"
+
+namespace kiln::engine {
+
+Status EngineImpl::check_idle_for_prefix_io() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (started_ && !thread_done_)
+      return make_error(
+          "prefix blocks can only be restored or exported while the engine is not running "
+          "(before start() or after stop())");
+  }
+  if (!cache_)
+    return make_error("the prefix cache is off (--no-prefix-cache): no baked prefixes to use");
+  return Status::success();
+}
+
+Result<PrefixImportReport> EngineImpl::import_prefix_blocks(const PrefixBlocks& in) {
+  KILN_TRY(check_idle_for_prefix_io());
+  const uint64_t want_bytes =
+      kv_bytes_per_block(model_.hparams(), cfg_.kv.type, cfg_.kv.block_size);
+  if (in.block_size != cfg_.kv.block_size || in.block_bytes != want_bytes)
+    return make_error(fmt::format(
+        "baked prefix blocks are {} tokens / {} bytes each, but this engine's KV blocks are {} "
+        "tokens / {} bytes ({} KV); rebake with the serving --kv-type and --kv-block-size",
+        in.block_size, in.block_bytes, cfg_.kv.block_size, want_bytes, kv_type_name(cfg_.kv.type)));
+  PrefixImportReport rep;
+  // Where each input block's chain stands once adopted (or found cached); a
+  // block left out (usable false) leaves its children out too.
+  std::vector<PrefixChain> chain_after(in.blocks.size());
+  std::vector<bool> usable(in.blocks.size(), false);
+  std::vector<int32_t> one;
+  for (size_t i = 0; i < in.blocks.size(); ++i) {
+    const PrefixBlock& b = in.blocks[i];
+    if (b.parent >= int32_t(i) || int32_t(b.tokens.size()) != in.block_size ||
+        b.kv.size() != in.block_bytes)
+      return make_error(
+          fmt::format("baked prefix block {} is malformed (parent {}, {} tokens, {} bytes)", i,
+                      b.parent, b.tokens.size(), b.kv.size()));
+    for (int32_t t : b.tokens)
+      if (t < 0 || t >= n_vocab_)
+        return make_error(
+            fmt::format("baked prefix block {} holds token id {} outside the "
+                        "vocabulary [0, {}): was it baked from another model?",
+                        i, t, n_vocab_));
+    PrefixChain chain;
+    if (b.parent >= 0) {
+      if (!usable[size_t(b.parent)]) {
+        ++rep.skipped;
+        continue;
+      }
+      chain = chain_after[size_t(b.parent)];
+    }
+    PrefixChain next = chain;
+    if (cache_->follow(b.tokens, next)) {  // already cached (duplicate, or restored twice)
+      ++rep.duplicates;
+      chain_after[i] = next;
+      usable[i] = true;
+      continue;
+    }
+    one.clear();
+    if (!pool_.grow(one, cfg_.kv.block_size, cfg_.kv.block_size)) {
+      ++rep.skipped;  // pool full: the rest of this chain is left out too
+      continue;
+    }
+    const int32_t blk = one[0];
+    if (auto st = backend_.write_kv_block(blk, b.kv); !st) {
+      pool_.release(blk);
+      return st.error();
+    }
+    if (!cache_->adopt(b.tokens, blk, next)) {  // its key collides with another entry
+      pool_.release(blk);
+      ++rep.skipped;
+      continue;
+    }
+    ++rep.restored;
+    chain_after[i] = next;
+    usable[i] = true;
+  }
+  publish_stats();
+  return rep;
+}
+
+Result<PrefixBlocks> EngineImpl::export_prefix_blocks(
+    std::span<const std::vector<int32_t>> prompts) {
+  KILN_TRY(check_idle_for_prefix_io());
+  PrefixBlocks out;
+  out.block_size = cfg_.kv.block_size;
+  out.block_bytes = kv_bytes_per_block(model_.hparams(), cfg_.kv.type, cfg_.kv.block_size);
+  std::unordered_map<int32_t, int32_t> index_of;  // KV block id -> index in out.blocks
+  std::vector<int32_t> order;                     // KV block id of each output block
+  const size_t bs = size_t(out.block_size);
+  for (const auto& prompt : prompts) {
+    const std::vector<int32_t> chain = cache_->peek(prompt);
+    int32_t parent = -1;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      const auto it = index_of.find(chain[i]);
+      if (it != index_of.end()) {
+        parent = it->second;
+        continue;
+      }
+      PrefixBlock b;
+      b.parent = parent;
+      b.tokens.assign(prompt.begin() + ptrdiff_t(i * bs), prompt.begin() + ptrdiff_t((i + 1) * bs));
+      parent = int32_t(out.blocks.size());
+      index_of.emplace(chain[i], parent);
+      order.push_back(chain[i]);
+      out.blocks.push_back(std::move(b));
+    }
+  }
+  out.storage.resize(out.blocks.size() * size_t(out.block_bytes));
+  for (size_t i = 0; i < out.blocks.size(); ++i) {
+    std::span<uint8_t> dst(out.storage.data() + i * size_t(out.block_bytes),
+                           size_t(out.block_bytes));
+    KILN_TRY(backend_.read_kv_block(order[i], dst));
+    out.blocks[i].kv = dst;
+  }
+  return out;
+}
+
+}  // namespace kiln::engine

@@ -1,0 +1,320 @@
+// Baked artifacts with the engine on the CPU backend: weights.bin gives the
+// very logits of its source GGUF; prefix blocks exported after warm prompts,
+// stored in warm.bin and restored into another engine give prefix-cache hits
+// (counters) and exactly the tokens and log-probabilities of computing the
+// prefix (the CPU backend is batch- and chunk-invariant); baked blocks
+// outlive ordinary cached blocks under eviction; misuse is refused.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+#include "common/tiny_lm.h"
+#include "kiln/artifact/warm_file.h"
+#include "kiln/artifact/weights_file.h"
+#include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/core/threadpool.h"
+#include "kiln/engine/engine.h"
+#include "kiln/engine/prefix_cache.h"
+#include "kiln/model/model.h"
+#include "kiln/tokenizer/tokenizer.h"
+
+namespace {
+
+using namespace kiln;
+using namespace kiln::engine;
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() /
+           ("kiln-test-artifact-engine-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+std::unique_ptr<cpu::CpuBackend> cpu_backend(const model::Model& m) {
+  cpu::CpuOptions o;
+  o.n_threads = 1;
+  o.read_env = false;
+  auto be = std::make_unique<cpu::CpuBackend>(o);
+  EXPECT_TRUE(be->load_weights(m).ok());
+  return be;
+}
+
+struct Lm {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<Tokenizer> tok;
+  explicit Lm(const std::string& path) {
+    auto m = model::Model::load(path);
+    EXPECT_TRUE(m.ok()) << m.message();
+    model = std::move(*m);
+    auto t = Tokenizer::from_gguf(model->file());
+    EXPECT_TRUE(t.ok()) << t.message();
+    tok = std::make_unique<Tokenizer>(std::move(*t));
+  }
+};
+
+struct Output {
+  std::vector<int32_t> tokens;
+  std::vector<Logprobs> logprobs;
+  int32_t cached = -1;
+  FinishReason finish = FinishReason::none;
+};
+
+Output run(Engine& e, std::vector<int32_t> prompt, int32_t max_tokens) {
+  auto ch = std::make_shared<ResultChannel>();
+  std::mutex mu;
+  std::condition_variable cv;
+  Output out;
+  ch->set_notifier([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<TokenEvent> evs;
+    ch->drain(evs);
+    for (auto& ev : evs) {
+      if (out.cached < 0) out.cached = ev.cached_prompt_tokens;
+      if (ev.token >= 0) out.tokens.push_back(ev.token);
+      if (ev.logprobs) out.logprobs.push_back(*ev.logprobs);
+      if (ev.finish != FinishReason::none) out.finish = ev.finish;
+    }
+    cv.notify_all();
+  });
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.sampling.temperature = 0.0f;
+  r.sampling.ignore_eos = true;
+  r.max_tokens = max_tokens;
+  r.n_top_logprobs = 5;
+  EXPECT_TRUE(e.submit(std::move(r), ch).ok());
+  std::unique_lock<std::mutex> lock(mu);
+  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(60),
+                          [&] { return out.finish != FinishReason::none; }));
+  lock.unlock();
+  ch->set_notifier(nullptr);
+  return out;
+}
+
+// BOS then n ids from `first` on.
+std::vector<int32_t> ids(int32_t first, int32_t n) {
+  std::vector<int32_t> v = {1};
+  for (int32_t i = 0; i < n; ++i) v.push_back(first + i);
+  return v;
+}
+
+EngineConfig config(KvType kv, int32_t block_size, int32_t n_blocks) {
+  EngineConfig c;
+  c.n_parallel = 2;
+  c.max_batch_tokens = 64;
+  c.ctx_size = 256;
+  c.kv.type = kv;
+  c.kv.block_size = block_size;
+  c.kv.n_blocks = n_blocks;
+  return c;
+}
+
+TEST(ArtifactEngine, BakedWeightsGiveTheSourceLogits) {
+  TempDir d;
+  const std::string src = d / "src.gguf";
+  ASSERT_TRUE(test::tiny_lm_writer(DType::Q8_0).write(src).ok());
+  ThreadPool pool(2);
+  artifact::WeightsBakeOptions o;
+  o.source = src;
+  o.out = d / "weights.bin";
+  o.target = "cpu";
+  auto baked = artifact::bake_weights(o, pool);
+  ASSERT_TRUE(baked.ok()) << baked.message();
+  Lm a(src), b(o.out);
+  auto ba = cpu_backend(*a.model), bb = cpu_backend(*b.model);
+  const KvCacheConfig kv{KvType::f16, 4, 8};
+  ASSERT_TRUE(ba->init_kv_cache(kv).ok());
+  ASSERT_TRUE(bb->init_kv_cache(kv).ok());
+  std::vector<int32_t> table = {0, 1, 2, 3};
+  Batch batch;
+  const int32_t s = batch.add_seq(table);
+  const std::vector<int32_t> ids = {1, 3, 9, 27, 40, 5, 77, 12, 13};
+  for (size_t i = 0; i < ids.size(); ++i) batch.add(ids[i], int32_t(i), s, true);
+  ASSERT_TRUE(ba->forward(batch).ok() && ba->synchronize().ok());
+  ASSERT_TRUE(bb->forward(batch).ok() && bb->synchronize().ok());
+  ASSERT_EQ(ba->n_logits(), int32_t(ids.size()));
+  for (int32_t i = 0; i < ba->n_logits(); ++i) {
+    const auto x = ba->logits(i), y = bb->logits(i);
+    ASSERT_EQ(x.size(), y.size());
+    EXPECT_EQ(std::memcmp(x.data(), y.data(), x.size_bytes()), 0) << "row " << i;
+  }
+}
+
+TEST(ArtifactEngine, KvBlockIoRoundTripsTheCanonicalBytes) {
+  TempDir d;
+  ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
+  Lm lm(d / "m.gguf");
+  auto be = cpu_backend(*lm.model);
+  ASSERT_TRUE(be->init_kv_cache({KvType::q8_0, 4, 3}).ok());
+  const uint64_t n = kv_bytes_per_block(lm.model->hparams(), KvType::q8_0, 4);
+  std::vector<uint8_t> in(n), out(n);
+  for (size_t i = 0; i < n; ++i) in[i] = uint8_t(i * 13 + 1);
+  ASSERT_TRUE(be->write_kv_block(2, in).ok());
+  ASSERT_TRUE(be->read_kv_block(2, out).ok());
+  EXPECT_EQ(in, out);
+  EXPECT_FALSE(be->write_kv_block(3, in).ok());
+  EXPECT_FALSE(be->read_kv_block(0, std::span<uint8_t>(out).first(n - 1)).ok());
+}
+
+// Warm prompt on engine A -> export -> warm.bin -> import into engine B: B's
+// request with that prefix hits the baked blocks and equals a fresh engine C.
+TEST(ArtifactEngine, RestoredPrefixHitsAndMatchesComputing) {
+  TempDir d;
+  ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
+  Lm lm(d / "m.gguf");
+  for (KvType kv : {KvType::f16, KvType::fp8, KvType::q8_0}) {
+    SCOPED_TRACE(std::string(kv_type_name(kv)));
+    const std::vector<int32_t> warm = ids(3, 14);  // BOS + 14: 3 full blocks of 4, 3 over
+    std::vector<int32_t> prompt = warm;
+    for (int32_t t : {50, 51, 52, 53, 54}) prompt.push_back(t);
+    // The same warm prefix with a different continuation in the middle of a
+    // block: only the full blocks before it may hit.
+    std::vector<int32_t> other(warm.begin(), warm.begin() + 10);
+    other.push_back(60);
+
+    // Engine A: the bake side.
+    auto bea = cpu_backend(*lm.model);
+    auto a = Engine::create(*bea, *lm.model, *lm.tok, config(kv, 4, 16));
+    ASSERT_TRUE(a.ok()) << a.message();
+    (*a)->start();
+    run(**a, warm, 1);
+    (*a)->stop();
+    const std::vector<std::vector<int32_t>> prompts = {warm, other};
+    auto exported = (*a)->export_prefix_blocks(prompts);
+    ASSERT_TRUE(exported.ok()) << exported.message();
+    ASSERT_EQ(exported->blocks.size(), 3u);  // `other` adds nothing: its blocks are shared
+    EXPECT_EQ(exported->blocks[0].parent, -1);
+    EXPECT_EQ(exported->blocks[2].parent, 1);
+
+    artifact::WarmData wd;
+    wd.fingerprint.kv_type = std::string(kv_type_name(kv));
+    wd.prefixes = std::move(*exported);
+    ThreadPool pool(1);
+    ASSERT_TRUE(artifact::write_warm_file(d / "warm.bin", wd, pool).ok());
+    auto wf = artifact::WarmFile::open(d / "warm.bin", pool);
+    ASSERT_TRUE(wf.ok()) << wf.message();
+
+    // Engine B: the serve side, restored before start.
+    auto beb = cpu_backend(*lm.model);
+    auto b = Engine::create(*beb, *lm.model, *lm.tok, config(kv, 4, 16));
+    ASSERT_TRUE(b.ok());
+    auto rep = (*b)->import_prefix_blocks((*wf)->data().prefixes);
+    ASSERT_TRUE(rep.ok()) << rep.message();
+    EXPECT_EQ(rep->restored, 3);
+    EXPECT_EQ(rep->skipped, 0);
+    EXPECT_EQ((*b)->stats().kv_blocks_cached.load(), 3);
+    auto again = (*b)->import_prefix_blocks((*wf)->data().prefixes);  // idempotent
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->duplicates, 3);
+    (*b)->start();
+    EXPECT_FALSE((*b)->import_prefix_blocks((*wf)->data().prefixes).ok());  // running
+    const Output hit = run(**b, prompt, 6);
+    const Output hit2 = run(**b, other, 3);
+    EXPECT_EQ((*b)->stats().prompt_tokens_computed.load(),
+              uint64_t(prompt.size() - 12 + other.size() - 8));
+    (*b)->stop();
+    EXPECT_EQ(hit.cached, 12);
+    EXPECT_EQ(hit2.cached, 8);
+
+    // Engine C: computes everything.
+    auto bec = cpu_backend(*lm.model);
+    auto c = Engine::create(*bec, *lm.model, *lm.tok, config(kv, 4, 16));
+    ASSERT_TRUE(c.ok());
+    (*c)->start();
+    const Output fresh = run(**c, prompt, 6);
+    const Output fresh2 = run(**c, other, 3);
+    (*c)->stop();
+    EXPECT_EQ(fresh.cached, 0);
+    EXPECT_EQ(hit.tokens, fresh.tokens);
+    EXPECT_EQ(hit2.tokens, fresh2.tokens);
+    ASSERT_EQ(hit.logprobs.size(), fresh.logprobs.size());
+    for (size_t i = 0; i < hit.logprobs.size(); ++i) {
+      EXPECT_EQ(hit.logprobs[i].chosen.logprob, fresh.logprobs[i].chosen.logprob) << i;
+      ASSERT_EQ(hit.logprobs[i].top.size(), fresh.logprobs[i].top.size());
+      for (size_t k = 0; k < hit.logprobs[i].top.size(); ++k) {
+        EXPECT_EQ(hit.logprobs[i].top[k].id, fresh.logprobs[i].top[k].id);
+        EXPECT_EQ(hit.logprobs[i].top[k].logprob, fresh.logprobs[i].top[k].logprob);
+      }
+    }
+  }
+}
+
+TEST(ArtifactEngine, RestoreRefusesOtherBlockShapesAndFillsOnlyFreeBlocks) {
+  TempDir d;
+  ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
+  Lm lm(d / "m.gguf");
+  auto be = cpu_backend(*lm.model);
+  auto a = Engine::create(*be, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  ASSERT_TRUE(a.ok());
+  (*a)->start();
+  const auto warm = ids(3, 20);
+  run(**a, warm, 1);
+  (*a)->stop();
+  auto ex = (*a)->export_prefix_blocks(std::vector<std::vector<int32_t>>{warm});
+  ASSERT_TRUE(ex.ok());
+  ASSERT_EQ(ex->blocks.size(), 5u);
+
+  auto be2 = cpu_backend(*lm.model);
+  auto other = Engine::create(*be2, *lm.model, *lm.tok, config(KvType::f16, 8, 16));
+  ASSERT_TRUE(other.ok());
+  auto st = (*other)->import_prefix_blocks(*ex);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("--kv-block-size"), std::string::npos) << st.message();
+
+  auto be3 = cpu_backend(*lm.model);
+  auto small = Engine::create(*be3, *lm.model, *lm.tok, config(KvType::f16, 4, 3));
+  ASSERT_TRUE(small.ok());
+  auto rep = (*small)->import_prefix_blocks(*ex);
+  ASSERT_TRUE(rep.ok()) << rep.message();
+  EXPECT_EQ(rep->restored, 3);
+  EXPECT_EQ(rep->skipped, 2);
+  // The pool is all baked blocks now, yet a request still runs: they are
+  // reclaimable when nothing else is.
+  (*small)->start();
+  const Output o = run(**small, ids(40, 6), 3);
+  EXPECT_EQ(o.tokens.size(), 3u);
+  (*small)->stop();
+}
+
+TEST(ArtifactEngine, BakedBlocksOutliveOrdinaryOnesUnderEviction) {
+  KvBlockPool pool(8);
+  PrefixCache cache(pool, 2);
+  // A baked chain of two blocks.
+  PrefixChain chain;
+  std::vector<int32_t> got;
+  ASSERT_TRUE(pool.grow(got, 4, 2));
+  const std::vector<int32_t> baked_tokens = {5, 6, 7, 8};
+  EXPECT_TRUE(cache.adopt(std::span(baked_tokens).first(2), got[0], chain));
+  EXPECT_TRUE(cache.adopt(std::span(baked_tokens).subspan(2, 2), got[1], chain));
+  EXPECT_EQ(cache.n_baked(), 2);
+  // An ordinary sequence registers two blocks, then ends.
+  std::vector<int32_t> table;
+  ASSERT_TRUE(pool.grow(table, 4, 2));
+  const std::vector<int32_t> toks = {9, 10, 11, 12};
+  PrefixChain c2;
+  cache.insert(toks, table, 2, c2);
+  cache.release_all(table);
+  EXPECT_EQ(cache.n_evictable(), 4);
+  EXPECT_EQ(cache.evict(2), 2);  // the ordinary blocks go first
+  EXPECT_EQ(cache.n_baked(), 2);
+  std::vector<int32_t> t2;
+  PrefixChain c3;
+  EXPECT_EQ(cache.match(baked_tokens, 2, t2, c3), 2);
+  cache.release_all(t2);
+  EXPECT_EQ(cache.evict(8), 2);  // then the baked ones, when nothing else is left
+  EXPECT_EQ(cache.n_baked(), 0);
+  EXPECT_EQ(pool.n_free(), 8);
+}
+
+}  // namespace
