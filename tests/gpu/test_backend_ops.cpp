@@ -19,6 +19,7 @@
 #include "kiln/backend/cpu/kv_cache.h"
 #include "kiln/backend/cpu/norm.h"
 #include "kiln/backend/cpu/rope.h"
+#include "kiln/backend/cuda/kernels/argmax.cuh"
 #include "kiln/backend/cuda/kernels/attention.cuh"
 #include "kiln/backend/cuda/kernels/embed.cuh"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
@@ -64,6 +65,45 @@ struct ActBuf {
     return out;
   }
 };
+
+// ---- greedy argmax -------------------------------------------------------------------
+
+// The host sampler's rule, written plainly: the largest number, lowest index
+// on ties; NaN below everything (all -inf: the first; all NaN: 0).
+int32_t ref_argmax(const float* v, int64_t n) {
+  int64_t best = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(v[i])) continue;
+    if (best < 0 || v[i] > v[best]) best = i;
+  }
+  return best < 0 ? 0 : int32_t(best);
+}
+
+TEST(CudaOps, ArgmaxRowsMatchesHostRules) {
+  for (int64_t n : {7, 1000, 128256}) {
+    std::vector<std::vector<float>> rows;
+    for (int k = 0; k < 4; ++k) rows.push_back(uniform(size_t(n), -30.0f, 30.0f));
+    rows[1][size_t(n / 3)] = 100.0f;  // a tie: the lower index must win
+    rows[1][size_t(n / 2)] = 100.0f;
+    rows[2][0] = kNaN;  // NaN never wins
+    rows[2][size_t(n - 1)] = kNaN;
+    rows[3][size_t(n - 1)] = 99.0f;  // the very last element
+    rows.push_back(std::vector<float>(size_t(n), -kInf));  // all -inf: index 0
+    std::vector<float> mixed(size_t(n), kNaN);
+    mixed[size_t(n - 1)] = -kInf;  // NaN and one -inf: the -inf
+    rows.push_back(mixed);
+    rows.push_back(std::vector<float>(size_t(n), kNaN));  // all NaN: 0
+    std::vector<float> flat;
+    for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+    DevVec<float> d(flat);
+    DevVec<int32_t> out(rows.size());
+    out.poison();
+    cuda::argmax_rows(d.get(), int64_t(rows.size()), n, out.get(), nullptr);
+    const auto got = out.download();
+    for (size_t r = 0; r < rows.size(); ++r)
+      EXPECT_EQ(got[r], ref_argmax(rows[r].data(), n)) << "n " << n << " row " << r;
+  }
+}
 
 // ---- RMSNorm (+ fused 8-bit output) --------------------------------------------------
 

@@ -73,9 +73,15 @@ Logits run(Backend& be, const std::vector<int32_t>& tokens, const std::vector<in
     auto st = be.forward(b);
     EXPECT_TRUE(st.ok()) << st.message();
     EXPECT_TRUE(be.synchronize().ok());
+    // A backend's own argmax (the GPU's greedy path) must be the host's
+    // choice over the same row: first largest, as the sampler picks.
+    std::vector<int32_t> am(size_t(be.n_logits()));
+    for (int32_t i = 0; i < be.n_logits(); ++i) am[size_t(i)] = be.argmax(i);  // before any row is read
     for (int32_t i = 0; i < be.n_logits(); ++i) {
       auto l = be.logits(i);
       out.emplace_back(l.begin(), l.end());
+      if (am[size_t(i)] >= 0)
+        EXPECT_EQ(am[size_t(i)], int32_t(std::max_element(l.begin(), l.end()) - l.begin())) << "row " << i;
     }
   }
   return out;
@@ -377,3 +383,58 @@ TEST(CudaForward, MixedBatchesAgreeWithSingleSequences) {
 }
 
 }  // namespace
+
+// ---- KV block I/O (baked prefixes) ----------------------------------------------------------
+
+// Block I/O round-trips exactly, and K/V computed by the CPU backend, written
+// into the GPU pool in the canonical format, continue on the GPU with the
+// logits the CPU gets for the same positions: what serving a CPU-baked
+// artifact's prefix blocks on the GPU relies on.
+TEST(CudaKvBlocks, RoundTripAndCpuComputedPrefixContinuesOnGpu) {
+  KILN_REQUIRE_GPU();
+  const std::string dir = kiln::test::source_dir() + "/tests/data/hf/";
+  const auto ref = nlohmann::json::parse(kiln::test::read_file(dir + "llama-gqa.logits.json"));
+  const auto tokens = ref["tokens"].get<std::vector<int32_t>>();
+  auto model = model::Model::load(dir + "llama-gqa.gguf");
+  ASSERT_TRUE(model.ok()) << model.message();
+  const int32_t bs = 4, n_blocks = int32_t(tokens.size()) / bs + 2;
+  ASSERT_GE(tokens.size(), size_t(3 * bs));
+  const auto blocks = iota_blocks(n_blocks);
+  for (KvType kv : {KvType::f16, KvType::q8_0, KvType::fp8}) {
+    auto cpu = cpu_reference(**model, n_blocks, bs, kv);
+    auto gpu = cuda_backend(**model, kv, n_blocks, bs);
+    ASSERT_TRUE(gpu);
+    const size_t bytes = kv_bytes_per_block((*model)->hparams(), kv, bs);
+    // Exact round trip of arbitrary bytes through the last block.
+    std::vector<uint8_t> in(bytes), out(bytes);
+    for (size_t i = 0; i < bytes; ++i) in[i] = uint8_t(i * 131 + 7);
+    ASSERT_TRUE(gpu->write_kv_block(n_blocks - 1, in).ok());
+    ASSERT_TRUE(gpu->read_kv_block(n_blocks - 1, out).ok());
+    EXPECT_EQ(in, out) << kv_type_name(kv);
+    EXPECT_FALSE(gpu->read_kv_block(n_blocks, out).ok());
+    EXPECT_FALSE(gpu->write_kv_block(0, std::span<const uint8_t>(in).first(bytes - 1)).ok());
+
+    // The CPU computes every position; its first two blocks go to the GPU,
+    // which computes only the rest.
+    const Logits cpu_l = run(*cpu, tokens, blocks, 0);
+    for (int32_t b = 0; b < 2; ++b) {
+      ASSERT_TRUE(cpu->read_kv_block(b, out).ok());
+      ASSERT_TRUE(gpu->write_kv_block(b, out).ok());
+    }
+    Batch batch;
+    const int32_t q = batch.add_seq(blocks);
+    for (size_t i = size_t(2 * bs); i < tokens.size(); ++i) batch.add(tokens[i], int32_t(i), q, true);
+    ASSERT_TRUE(gpu->forward(batch).ok());
+    ASSERT_TRUE(gpu->synchronize().ok());
+    Logits got, want;
+    for (int32_t i = 0; i < gpu->n_logits(); ++i) {
+      auto l = gpu->logits(i);
+      got.emplace_back(l.begin(), l.end());
+      want.push_back(cpu_l[size_t(2 * bs) + size_t(i)]);
+    }
+    const Agreement a = compare_logits(got, want);
+    print("cpu-baked prefix on cuda", std::string(kv_type_name(kv)), a);
+    EXPECT_LT(a.max_err, 0.05) << kv_type_name(kv);
+    EXPECT_EQ(a.argmax_agree, a.n) << kv_type_name(kv);
+  }
+}

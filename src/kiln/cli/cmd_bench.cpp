@@ -109,10 +109,17 @@ struct Bench {
   }
 };
 
+// The greedy id of logits row i: the backend's own argmax when it has one
+// (GPU: only ids cross to the host), else computed here.
+int32_t greedy_id(const Backend& be, int32_t i) {
+  const int32_t id = be.argmax(i);
+  return id >= 0 ? id : argmax(be.logits(i));
+}
+
 // Batched decode over n_streams sequences, each with its own blocks in one
 // pool: prefill every prompt (forwards of at most max_chunk tokens, packing
 // several sequences into one), then n_gen steps of one token per sequence in
-// a single batch, greedy argmax on the host. Decode time runs from the first
+// a single batch, greedy (the backend's argmax: ids only reach the host). Decode time runs from the first
 // timed forward to the last step's ids on the host.
 struct StreamsResult {
   double prefill_s = 0, decode_s = 0;
@@ -144,7 +151,7 @@ Status run_streams(Backend& be, engine::KvBlockPool& pool, int n_streams, int n_
     KILN_TRY(be.forward(batch));
     KILN_TRY(be.synchronize());
     for (int32_t i = 0; i < be.n_logits(); ++i)
-      next[size_t(row_seq[size_t(i)])] = argmax(be.logits(i));
+      next[size_t(row_seq[size_t(i)])] = greedy_id(be, i);
     batch.clear();
     return Status::success();
   };
@@ -177,7 +184,7 @@ Status run_streams(Backend& be, engine::KvBlockPool& pool, int n_streams, int n_
       batch.add(next[size_t(s)], pos, batch.add_seq(tables[size_t(s)]), true);
     KILN_TRY(be.forward(batch));
     KILN_TRY(be.synchronize());
-    for (int s = 0; s < n_streams; ++s) next[size_t(s)] = argmax(be.logits(s));
+    for (int s = 0; s < n_streams; ++s) next[size_t(s)] = greedy_id(be, s);
     return Status::success();
   };
   // Warm-up (graph capture, workspace growth) at the first decode position;

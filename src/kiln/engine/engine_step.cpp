@@ -139,18 +139,33 @@ void EngineImpl::process_outputs(const std::vector<ScheduledChunk>& plan) {
       }
       if (s.n_computed == s.n_tokens()) finish_embedding(s);
     } else if (s.n_computed == s.n_tokens()) {
-      emit_token(s, backend_.logits(i_logits++));
+      // Greedy without logprobs: the backend's argmax, no read of the row.
+      const int32_t am = s.n_top_logprobs < 0 && s.sampler->plain_argmax() ? backend_.argmax(i_logits) : -1;
+      if (am >= 0)
+        emit_chosen(s, am);
+      else
+        emit_token(s, backend_.logits(i_logits));
+      ++i_logits;
     }
   }
   KILN_ASSERT(i_logits == backend_.n_logits());
 }
 
+void EngineImpl::emit_chosen(Sequence& s, int32_t token) {
+  s.sampler->accept(token);
+  emit_event(s, token, TokenEvent{});
+}
+
 void EngineImpl::emit_token(Sequence& s, std::span<const float> logits) {
   const int32_t token = s.sampler->sample(logits, int32_t(n_vocab_));
   TokenEvent ev;
-  ev.token = token;
   if (s.n_top_logprobs >= 0)
     ev.logprobs = compute_logprobs(logits, int32_t(n_vocab_), token, s.n_top_logprobs);
+  emit_event(s, token, std::move(ev));
+}
+
+void EngineImpl::emit_event(Sequence& s, int32_t token, TokenEvent ev) {
+  ev.token = token;
   if (!s.first_event_sent) {
     ev.cached_prompt_tokens = s.n_cached_prompt;
     s.first_event_sent = true;

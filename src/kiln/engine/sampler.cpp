@@ -365,6 +365,12 @@ void Sampler::add_context(std::span<const int32_t> tokens) {
   for (int32_t t : tokens) push_context(t);
 }
 
+bool Sampler::plain_argmax() const {
+  const auto& p = params_;
+  return (p.greedy() || p.top_k == 1) && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f && !(p.ignore_eos && !eog_ids_.empty()) && p.logit_bias.empty();
+}
+
 void Sampler::accept(int32_t token) {
   ++n_generated_;
   if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) ++gen_counts_[token];

@@ -103,6 +103,10 @@ class Sampler {
   void add_context(std::span<const int32_t> tokens);
   // Records a generated token chosen elsewhere (sample() records its own).
   void accept(int32_t token);
+  // True when sample() would return the plain argmax of the raw logits (no
+  // penalty, bias or ban changes them): then a backend's own argmax of the
+  // row can stand in for it, and the row need not be read at all.
+  bool plain_argmax() const;
 
   // Chooses the next token from logits[0 .. n_vocab) (a longer span, e.g. a
   // padded output row, is fine) and records it as generated.

@@ -10,6 +10,11 @@
 
 #include "kiln/backend/cuda/cuda_compat.h"
 #include "kiln/backend/cuda/cuda_impl.h"
+#include "kiln/backend/cuda/cuda_check.h"
+#include "kiln/backend/cuda/file_upload.h"
+#include "kiln/backend/weight_image.h"
+#include "kiln/gguf/gguf.h"
+#include "kiln/backend/cuda/kernels/kv_blocks.cuh"
 #include "kiln/backend/cuda/kernels/repack.cuh"
 #include "kiln/core/assert.h"
 #include "kiln/model/model.h"
@@ -55,6 +60,7 @@ CudaBackend::Impl::~Impl() {
   drop_graphs();
   if (meta_host) cudaFreeHost(meta_host);
   if (logits_host) cudaFreeHost(logits_host);
+  if (argmax_host) cudaFreeHost(argmax_host);
   if (cublas) cublasDestroy(cublas);
   if (meta_done) cudaEventDestroy(meta_done);
   if (stream) cudaStreamDestroy(stream);
@@ -90,6 +96,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
 }
 
 std::string CudaBackend::device_name() const { return impl_->name; }
+int32_t CudaBackend::argmax(int32_t i) const {
+  KILN_ASSERT(i >= 0 && i < impl_->n_logits);
+  return impl_->argmax_host[i];  // valid once the step is synchronized
+}
+
+const CudaLoadReport& CudaBackend::load_report() const { return impl_->load_report; }
 
 double CudaBackend::peak_memory_bandwidth() const {
   return compat::peak_memory_bandwidth(impl_->opt.device);
@@ -100,8 +112,17 @@ int32_t CudaBackend::n_logits() const { return impl_->n_logits; }
 
 std::span<const float> CudaBackend::logits(int32_t i) const {
   KILN_ASSERT(i >= 0 && i < impl_->n_logits);
-  const size_t n_vocab = size_t(impl_->model->hparams().n_vocab);
-  return {impl_->logits_host + size_t(i) * n_vocab, n_vocab};
+  Impl& s = *impl_;
+  const size_t n_vocab = size_t(s.model->hparams().n_vocab);
+  if (!s.logits_on_host) {
+    // First read since the step: bring every logit row over at once.
+    cudaSetDevice(s.opt.device);
+    CUDA_CHECK(cudaMemcpyAsync(s.logits_host, s.logits_dev.as<void>(),
+                               size_t(s.n_logits) * n_vocab * 4, cudaMemcpyDeviceToHost, s.stream));
+    CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    s.logits_on_host = true;
+  }
+  return {s.logits_host + size_t(i) * n_vocab, n_vocab};
 }
 
 Status CudaBackend::synchronize() {
@@ -116,9 +137,21 @@ namespace {
 struct Uploader {
   CudaBackend::Impl& impl;
   DeviceBuffer staging;  // raw q4_0/q8_0 rows on their way to repacking
+  // Image mode: the file's data section [host_base, host_end) already sits
+  // on the device at dev_base, so weights are bound, not copied.
+  const uint8_t* host_base = nullptr;
+  const uint8_t* host_end = nullptr;
+  uint8_t* dev_base = nullptr;
+
+  bool in_image(const void* p, size_t n) const {
+    const auto* b = static_cast<const uint8_t*>(p);
+    return dev_base && b >= host_base && b + n <= host_end;
+  }
+  uint8_t* dev(const void* p) const { return dev_base + (static_cast<const uint8_t*>(p) - host_base); }
 
   Result<const float*> vector(const model::Vector& v) {
     if (!v) return static_cast<const float*>(nullptr);
+    if (in_image(v.data, size_t(v.n) * 4)) return reinterpret_cast<const float*>(dev(v.data));
     DeviceBuffer b;
     if (!b.alloc(size_t(v.n) * 4)) return make_error(fmt::format("out of GPU memory uploading {}", v.name));
     KILN_CUDA_TRY(cudaMemcpy(b.as<void>(), v.data, size_t(v.n) * 4, cudaMemcpyHostToDevice));
@@ -128,22 +161,40 @@ struct Uploader {
     return p;
   }
 
-  // Uploads matrices of one type and input width as one DeviceMatrix whose
-  // rows are theirs, in order.
-  Result<DeviceMatrix> matrices(const std::vector<const model::Matrix*>& ms) {
-    const model::Matrix& m0 = *ms[0];
-    int64_t n_out = 0;
-    size_t raw_bytes = 0;
-    for (const auto* m : ms) {
-      KILN_ASSERT(m->type == m0.type && m->n_in == m0.n_in);
-      n_out += m->n_out;
-      raw_bytes += size_t(m->n_out) * m->row_stride();
+  // A run in a baked image: its parts must be adjacent in the file, in order
+  // (kiln bake writes them so); then the device matrix is a slice of the image.
+  Result<DeviceMatrix> bind(const image::Run& r) {
+    const uint8_t* p = static_cast<const uint8_t*>(r.parts[0]->data);
+    for (const auto* m : r.parts) {
+      const size_t bytes = size_t(m->n_out) * m->row_stride();
+      if (m->data != p || !in_image(p, bytes))
+        return make_error(fmt::format("{} is not where the weight image layout puts it; the "
+                                      "artifact is damaged or from another kiln: rebake it",
+                                      m->name));
+      p += bytes;
     }
+    DeviceMatrix d;
+    d.type = r.type;
+    d.n_in = r.n_in;
+    d.n_out = r.n_out;
+    d.data = dev(r.parts[0]->data);
+    d.row_stride = r.row_stride();
+    if (r.planar) d.scales = reinterpret_cast<const uint16_t*>(d.data + r.quant_bytes());
+    return d;
+  }
+
+  // Uploads one run (matrices of one type and input width, rows stacked).
+  Result<DeviceMatrix> run(const image::Run& r) {
+    if (dev_base) return bind(r);
+    const std::vector<const model::Matrix*>& ms = r.parts;
+    const model::Matrix& m0 = *ms[0];
+    const int64_t n_out = r.n_out;
+    const size_t raw_bytes = r.bytes();
     DeviceMatrix d;
     d.type = m0.type;
     d.n_in = m0.n_in;
     d.n_out = n_out;
-    if (!repack_supported(m0.type)) {
+    if (!r.planar) {
       DeviceBuffer b;
       if (!b.alloc(raw_bytes)) return make_error(fmt::format("out of GPU memory uploading {}", m0.name));
       size_t off = 0;
@@ -166,7 +217,7 @@ struct Uploader {
       KILN_CUDA_TRY(cudaMemcpy(staging.as<uint8_t>() + off, m->data, bytes, cudaMemcpyHostToDevice));
       off += bytes;
     }
-    const size_t q_row = m0.type == DType::Q4_0 ? size_t(m0.n_in / 2) : size_t(m0.n_in);
+    const size_t q_row = r.row_stride();
     DeviceBuffer q, s;
     if (!q.alloc(q_row * size_t(n_out)) || !s.alloc(size_t(n_out) * size_t(m0.n_in / 32) * 2))
       return make_error(fmt::format("out of GPU memory uploading {}", m0.name));
@@ -187,19 +238,26 @@ struct Uploader {
   Result<LinearGroup> group(const std::vector<const model::Matrix*>& ms,
                             const std::vector<const model::Vector*>& biases) {
     LinearGroup g;
-    size_t i = 0;
-    while (i < ms.size()) {
-      size_t j = i + 1;
-      while (j < ms.size() && ms[j]->type == ms[i]->type && ms[j]->n_in == ms[i]->n_in) ++j;
-      auto d = matrices(std::vector<const model::Matrix*>(ms.begin() + long(i), ms.begin() + long(j)));
+    for (const image::Run& r : image::split_runs(ms)) {
+      auto d = run(r);
       if (!d) return d.error();
       g.parts.push_back({*d, g.n_out});
       g.n_out += d->n_out;
-      i = j;
     }
-    bool any_bias = false;
-    for (const auto* b : biases) any_bias = any_bias || (b && *b);
-    if (any_bias) {
+    bool any_bias = false, all_adjacent = dev_base != nullptr;
+    const float* next = nullptr;
+    for (size_t k = 0; k < ms.size(); ++k) {
+      const model::Vector* b = k < biases.size() ? biases[k] : nullptr;
+      any_bias = any_bias || (b && *b);
+      // In an image, Q, K, V biases usually sit back to back: bind, no copy.
+      if (!(b && *b) || (next && b->data != next) || !in_image(b->data, size_t(b->n) * 4))
+        all_adjacent = false;
+      else
+        next = b->data + b->n;
+    }
+    if (any_bias && all_adjacent) {
+      g.bias = reinterpret_cast<const float*>(dev(biases[0]->data));
+    } else if (any_bias) {
       std::vector<float> host(size_t(g.n_out), 0.0f);
       int64_t col = 0;
       for (size_t k = 0; k < ms.size(); ++k) {
@@ -264,8 +322,39 @@ Status CudaBackend::load_weights(const model::Model& model) {
   s.max_in = 0;
   for (const auto* m : all) s.max_in = std::max(s.max_in, m->n_in);
   Uploader up{s, {}};
+  s.load_report = CudaLoadReport{};
 
-  auto embd = up.matrices({&w.tok_embd});
+  // A baked weight image: copy the whole data section to the GPU in one
+  // streamed pass, then bind every weight to its slice (no per-tensor work).
+  const gguf::File& file = model.file();
+  const std::string layout = image::image_layout(file);
+  if (!layout.empty() && layout != image::kCudaLayout)
+    return make_error(fmt::format("{} holds weights in layout '{}', which this kiln cannot load "
+                                  "(it reads '{}'); rebake the artifact with this kiln",
+                                  file.path(), layout, image::kCudaLayout));
+  if (layout == image::kCudaLayout) {
+    const uint64_t n = file.file_size() - file.data_offset();
+    DeviceBuffer slab;
+    if (!slab.alloc(n))
+      return make_error(fmt::format("out of GPU memory: the weights need {:.2f} GiB; use a larger "
+                                    "GPU or a smaller quantization",
+                                    double(n) / double(1ull << 30)));
+    FileUploadOptions fo;
+    fo.device = s.opt.device;
+    fo.threads = s.opt.load_threads;
+    fo.chunk_bytes = s.opt.load_chunk_bytes;
+    fo.direct = s.opt.load_direct;
+    auto st = upload_file_range(file.path(), file.data_offset(), n, slab.as<void>(), fo);
+    if (!st) return st.error();
+    up.host_base = file.bytes().data() + file.data_offset();
+    up.host_end = file.bytes().data() + file.file_size();
+    up.dev_base = slab.as<uint8_t>();
+    s.weight_bytes += slab.bytes();
+    s.weight_bufs.push_back(std::move(slab));
+    s.load_report = {true, st->bytes, st->seconds, st->threads};
+  }
+
+  auto embd = up.run(image::split_runs({&w.tok_embd})[0]);
   if (!embd) return embd.error();
   s.tok_embd = *embd;
   if (w.output_tied || w.output.data == w.tok_embd.data) {
@@ -378,6 +467,48 @@ Status CudaBackend::copy_kv_block(int32_t src, int32_t dst) {
   return Status::success();
 }
 
+namespace {
+
+// Checks a block id and buffer size for KV block I/O.
+Status check_kv_io(const CudaBackend::Impl& s, int32_t block, size_t bytes) {
+  if (!s.kv.base) return make_error("KV block I/O: the KV cache is not initialized");
+  if (block < 0 || block >= s.kv_cfg.n_blocks)
+    return make_error(fmt::format("KV block {} is not in the pool of {} blocks", block, s.kv_cfg.n_blocks));
+  const size_t want = (s.kv.k_block_stride + s.kv.v_block_stride) * size_t(s.model->hparams().n_layer);
+  if (bytes != want)
+    return make_error(fmt::format("KV block I/O: the buffer has {} bytes, a block has {}", bytes, want));
+  return Status::success();
+}
+
+}  // namespace
+
+Status CudaBackend::read_kv_block(int32_t block, std::span<uint8_t> out) const {
+  Impl& s = *impl_;
+  KILN_TRY(check_kv_io(s, block, out.size()));
+  KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
+  if (s.kv_stage.bytes() < out.size() && !s.kv_stage.alloc(out.size()))
+    return make_error("out of GPU memory for KV block staging");
+  kv_block_gather(s.kv, s.model->hparams().n_layer, block, s.kv_stage.as<uint8_t>(), s.stream);
+  KILN_CUDA_TRY(cudaMemcpyAsync(out.data(), s.kv_stage.as<void>(), out.size(), cudaMemcpyDeviceToHost,
+                                s.stream));
+  return cuda_status(cudaStreamSynchronize(s.stream), "read_kv_block");
+}
+
+Status CudaBackend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
+  Impl& s = *impl_;
+  KILN_TRY(check_kv_io(s, block, in.size()));
+  KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
+  if (s.kv_stage.bytes() < in.size() && !s.kv_stage.alloc(in.size()))
+    return make_error("out of GPU memory for KV block staging");
+  // Stream order keeps the staging buffer safe: this copy starts after the
+  // previous block's scatter kernel; the source is free once it returns
+  // (pageable memory is staged by the driver before the call returns).
+  KILN_CUDA_TRY(cudaMemcpyAsync(s.kv_stage.as<void>(), in.data(), in.size(), cudaMemcpyHostToDevice,
+                                s.stream));
+  kv_block_scatter(s.kv, s.model->hparams().n_layer, block, s.kv_stage.as<uint8_t>(), s.stream);
+  return Status::success();
+}
+
 // ---- buffers -------------------------------------------------------------------------
 
 Status CudaBackend::Impl::reserve_rows(int64_t n) {
@@ -423,6 +554,17 @@ Status CudaBackend::Impl::reserve_logits(int64_t n) {
     logits_host_cap = 0;
     KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&logits_host), want * 4));
     logits_host_cap = want;
+  }
+  const size_t want_ids = size_t(std::max<int64_t>(n, 1));
+  if (argmax_dev.bytes() < want_ids * 4 || argmax_host_cap < want_ids) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+    drop_graphs();
+    if (!argmax_dev.alloc(want_ids * 4)) return make_error("out of GPU memory for the argmax ids");
+    if (argmax_host) cudaFreeHost(argmax_host);
+    argmax_host = nullptr;
+    argmax_host_cap = 0;
+    KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&argmax_host), want_ids * 4));
+    argmax_host_cap = want_ids;
   }
   return Status::success();
 }

@@ -24,6 +24,19 @@ struct CudaOptions {
   // Replay decode steps (matvec-sized batches, every row wanting logits) as
   // CUDA graphs. KILN_CUDA_GRAPHS=0 in the environment turns them off.
   bool use_graphs = true;
+  // Loading a baked weight image (see backend/weight_image.h): reader
+  // threads, bytes per read, and O_DIRECT for files not in the page cache.
+  int load_threads = 8;
+  size_t load_chunk_bytes = size_t(16) << 20;
+  bool load_direct = false;
+};
+
+// How the last load_weights went (for the start-up breakdown).
+struct CudaLoadReport {
+  bool image = false;        // a baked image streamed in one pass
+  uint64_t bytes = 0;        // bytes copied from the file
+  double upload_seconds = 0; // wall time of reading + copying
+  int threads = 0;
 };
 
 // Usable CUDA devices; 0 when there is no driver or no GPU (never fails).
@@ -37,13 +50,19 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
   std::string device_name() const override;
   Status load_weights(const model::Model& model) override;
+  const CudaLoadReport& load_report() const;
   Status init_kv_cache(const KvCacheConfig& cfg) override;
   const KvCacheConfig& kv_config() const override;
   Status forward(const Batch& batch) override;
   Status synchronize() override;
   int32_t n_logits() const override;
+  int32_t argmax(int32_t i) const override;
   std::span<const float> logits(int32_t i) const override;
   Status copy_kv_block(int32_t src, int32_t dst) override;
+  // The device KV layout is the canonical one (device_types.h KvLayout), so
+  // block I/O is one copy per layer for K and one for V.
+  Status read_kv_block(int32_t block, std::span<uint8_t> out) const override;
+  Status write_kv_block(int32_t block, std::span<const uint8_t> in) override;
   MemoryReport memory() const override;
 
   // Measured DRAM copy bandwidth would need a run; this is the datasheet-style

@@ -16,6 +16,7 @@
 #include "kiln/backend/cuda/kernels/matvec.cuh"
 #include "kiln/backend/cuda/kernels/norm.cuh"
 #include "kiln/backend/cuda/kernels/rope_kv.cuh"
+#include "kiln/backend/cuda/kernels/argmax.cuh"
 #include "kiln/backend/cuda/kernels/rows.cuh"
 #include "kiln/backend/cuda/kernels/swiglu.cuh"
 #include "kiln/core/assert.h"
@@ -137,6 +138,7 @@ Status CudaBackend::forward(const Batch& batch) {
                                 cudaMemcpyHostToDevice, s.stream));
   KILN_CUDA_TRY(cudaEventRecord(s.meta_done, s.stream));
   s.n_logits = n_logits;
+  s.logits_on_host = false;
   Impl::Step step;
   step.n = n;
   step.n_seqs = n_seqs;
@@ -241,9 +243,10 @@ void CudaBackend::Impl::enqueue(const Step& st) {
   if (n_logits == 0) return;
   Impl::Input oin = s.norm_input(x, s.output_norm, s.output, n_logits);
   s.linear(s.output, oin, n_logits, s.logits_dev.as<float>(), hp.n_vocab, false);
-  CUDA_CHECK(cudaMemcpyAsync(s.logits_host, s.logits_dev.as<void>(),
-                             size_t(n_logits) * size_t(hp.n_vocab) * 4, cudaMemcpyDeviceToHost,
-                             s.stream));
+  // Only the greedy ids travel with every step; rows on demand (logits()).
+  argmax_rows(s.logits_dev.as<float>(), n_logits, hp.n_vocab, s.argmax_dev.as<int32_t>(), s.stream);
+  CUDA_CHECK(cudaMemcpyAsync(s.argmax_host, s.argmax_dev.as<void>(), size_t(n_logits) * 4,
+                             cudaMemcpyDeviceToHost, s.stream));
 }
 
 // ---- CUDA graphs for decode steps ------------------------------------------------------

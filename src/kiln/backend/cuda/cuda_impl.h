@@ -88,6 +88,7 @@ struct CudaBackend::Impl {
   const model::Model* model = nullptr;
   std::vector<DeviceBuffer> weight_bufs;
   uint64_t weight_bytes = 0;
+  CudaLoadReport load_report;
   DeviceMatrix tok_embd;
   LinearGroup output;
   const float* output_norm = nullptr;
@@ -98,6 +99,7 @@ struct CudaBackend::Impl {
   // KV cache.
   KvCacheConfig kv_cfg;
   DeviceBuffer kv_buf;
+  DeviceBuffer kv_stage;  // one KV block in the canonical format (block I/O)
   KvLayout kv;
 
   // Activations for up to `cap` rows.
@@ -126,6 +128,12 @@ struct CudaBackend::Impl {
   DeviceBuffer logits_dev;        // [n_logits, n_vocab]
   float* logits_host = nullptr;   // pinned copy
   size_t logits_host_cap = 0;     // floats
+  // The rows are copied to logits_host only when someone reads them (the
+  // first logits() call after a step); greedy rows use the device argmax.
+  bool logits_on_host = false;
+  DeviceBuffer argmax_dev;        // [n_logits] int32
+  int32_t* argmax_host = nullptr; // pinned copy, written by every step
+  size_t argmax_host_cap = 0;     // ints
   int32_t n_logits = 0;
   std::vector<int32_t> validate_scratch;
   std::vector<int32_t> meta_scratch;
