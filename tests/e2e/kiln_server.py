@@ -23,13 +23,19 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *extra, ctx=512, parallel=8, max_concurrency=None, ready_timeout=120):
+    # cache=False starts kiln with --no-response-cache: these tests exercise the
+    # engine, and a repeated greedy request would otherwise be answered from the
+    # exact response cache (test_cache_e2e.py passes cache=True).
+    def __init__(self, *extra, ctx=512, parallel=8, max_concurrency=None, ready_timeout=120,
+                 cache=False):
         self.port = free_port()
         args = [KILN, "serve", "-m", MODEL, "--host", "127.0.0.1", "--port", str(self.port),
                 "--ctx-size", str(ctx), "--parallel", str(parallel),
                 "--chat-template", CHAT_TEMPLATE, "--model-name", "tiny", "--threads", "2"]
         if max_concurrency:
             args += ["--max-concurrency", str(max_concurrency)]
+        if not cache:
+            args += ["--no-response-cache"]
         args += list(extra)
         self.log = open(os.path.join("/tmp", f"kiln-e2e-{self.port}.log"), "w+")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)

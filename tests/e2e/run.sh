@@ -13,6 +13,9 @@ export KILN_SHARED_DIR=${KILN_SHARED_DIR:-$(cd "$root/.." && pwd)/shared}
 
 rc=0
 python3 "$here/test_server_e2e.py" || rc=1
+python3 "$here/test_loadtest_e2e.py" || rc=1  # kiln loadtest sweep/run/replay, ~30 s
+python3 "$here/test_bake_e2e.py" || rc=1
+python3 "$here/test_cache_e2e.py" || rc=1   # response caches: Redis sharing, --cache-dir
 
 if command -v node >/dev/null && command -v npm >/dev/null; then
   if [ ! -d "$here/node_modules/openai" ]; then

@@ -129,14 +129,14 @@ def post(port, path, body, stream=False):
 def ttft_hash(port, prompt):
     """TTFT of a streamed greedy completion and a hash of its top logprobs."""
     chunks, _, t = post(port, "/v1/completions", {"prompt": prompt, "max_tokens": 4, "temperature": 0,
-                                                   "logprobs": 5, "stream": True})
+                                                   "logprobs": 5, "stream": True, "cache": False}, stream=True)
     lp = [c["choices"][0].get("logprobs") for c in chunks if c.get("choices")]
     return t, json.dumps(lp, sort_keys=True)
 
 
 def ttft(port, prompt):
     _, _, t = post(port, "/v1/completions", {"prompt": prompt, "max_tokens": 1, "temperature": 0,
-                                              "stream": True})
+                                              "stream": True, "cache": False}, stream=True)
     return t
 
 

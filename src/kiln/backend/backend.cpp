@@ -121,4 +121,18 @@ Status validate_batch(const Batch& batch, const model::HParams& hp, const KvCach
   return Status::success();
 }
 
+Status Backend::read_kv_block(int32_t block, std::span<uint8_t> out) const {
+  return make_error(fmt::format(
+      "the {} backend cannot read KV blocks yet, so prefix caches cannot be baked from it; "
+      "bake on the CPU (kiln bake needs no GPU)",
+      name()));
+}
+
+Status Backend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
+  return make_error(fmt::format(
+      "the {} backend cannot restore baked KV blocks yet; serve without the warm prefixes "
+      "(rebake without --warm) or use --device cpu",
+      name()));
+}
+
 }  // namespace kiln

@@ -145,6 +145,11 @@ class Backend {
   // of the i-th row that wanted logits, in batch order. [n_vocab]
   virtual int32_t n_logits() const = 0;
   virtual std::span<const float> logits(int32_t i) const = 0;
+  // Index of the largest logit of row i (lowest index on ties, NaN never
+  // wins) when the backend computed it beside the logits, else -1. A GPU
+  // backend computes it on the device, so greedy decoding of many rows
+  // moves only token ids to the host and never reads the rows.
+  virtual int32_t argmax(int32_t i) const { (void)i; return -1; }
 
   // Final hidden states (embeddings) of the rows with BatchToken::hidden set.
   // Valid after synchronize() until the next forward(): hidden(i) is the i-th
@@ -159,6 +164,33 @@ class Backend {
   // Copies the contents of KV block src into dst over all layers (forking a
   // sequence whose last block is partly filled).
   virtual Status copy_kv_block(int32_t src, int32_t dst) = 0;
+
+  // KV block I/O in the canonical, backend-independent byte format, so a
+  // prefix cache computed by one backend (`kiln bake` on the CPU) can be
+  // restored into another (the GPU at serve time). One block is
+  // kv_bytes_per_block(hp, type, block_size) bytes:
+  //
+  //   for layer l in 0 .. n_layer-1:
+  //     K: [n_head_kv][block_size][kv_row_bytes(type, head_dim_k)]
+  //     V: [n_head_kv][block_size][kv_row_bytes(type, head_dim_v)]
+  //
+  // i.e. per KV head, the block's positions in order (slot 0 = position
+  // block_index * block_size), each row one head's head_dim values of that
+  // position, post-RoPE for K (exactly what attention reads), encoded as:
+  //   f32  little-endian IEEE binary32;
+  //   f16  little-endian IEEE binary16 (round to nearest even);
+  //   fp8  e4m3fn, one byte: bias 7, no infinities, 0x7f/0xff NaN,
+  //        saturating at +-448 (core/fp16.h f32_to_fp8_e4m3);
+  //   q8_0 head_dim/32 blocks of {f16 scale d, int8 q[32]} (34 bytes,
+  //        GGUF's Q8_0 block: value = d * q).
+  // This is the CPU backend's own layout (kv_cache.h), so there it is a
+  // memcpy per layer; other backends convert. Slots past a partly filled
+  // block's last position hold unspecified bytes. `out`/`in` must be exactly
+  // one block; the block id must be in the pool. Errors (not asserts) for a
+  // wrong size or id. Defaults: not supported (the message says so), so the
+  // engine refuses to restore or export baked prefixes on such a backend.
+  virtual Status read_kv_block(int32_t block, std::span<uint8_t> out) const;
+  virtual Status write_kv_block(int32_t block, std::span<const uint8_t> in);
 
   virtual MemoryReport memory() const = 0;
 };

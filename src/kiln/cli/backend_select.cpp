@@ -39,7 +39,10 @@ Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o) {
   if (device == "cpu") return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(o.cpu));
   if (device == "cuda") {
 #ifdef KILN_HAVE_CUDA
-    auto be = cuda::CudaBackend::create(cuda::CudaOptions{});
+    cuda::CudaOptions co;
+    co.load_threads = o.load_threads;
+    co.load_direct = o.load_direct;
+    auto be = cuda::CudaBackend::create(co);
     if (!be) return be.error();
     return std::unique_ptr<Backend>(std::move(be.value()));
 #else
@@ -48,6 +51,28 @@ Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o) {
 #endif
   }
   return make_error(fmt::format("unknown device '{}': use cpu or cuda", device));
+}
+
+void add_load_options(CLI::App* cmd, DeviceOptions& o) {
+  cmd->add_option("--load-threads", o.load_threads,
+                  "Threads reading a baked weight image into GPU memory")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_flag("--load-direct", o.load_direct,
+                "Read baked weights with O_DIRECT (bypasses the page cache: faster for files "
+                "that are not cached, and no second copy in host memory)");
+}
+
+std::optional<ImageLoadInfo> image_load_info(const Backend& be) {
+#ifdef KILN_HAVE_CUDA
+  if (const auto* c = dynamic_cast<const cuda::CudaBackend*>(&be)) {
+    const auto& r = c->load_report();
+    if (r.image) return ImageLoadInfo{r.upload_seconds, r.bytes, r.threads};
+  }
+#else
+  (void)be;
+#endif
+  return std::nullopt;
 }
 
 const cpu::CpuBackend* as_cpu(const Backend& be) { return dynamic_cast<const cpu::CpuBackend*>(&be); }

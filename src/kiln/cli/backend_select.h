@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "kiln/backend/backend.h"
@@ -19,7 +20,24 @@ namespace kiln::cli {
 struct DeviceOptions {
   std::string device;  // "cpu", "cuda", or empty for default_device()
   cpu::CpuOptions cpu; // used when the CPU backend is chosen
+  // GPU loading of baked weight images (cuda only): reader threads and
+  // O_DIRECT reads (for files not in the page cache).
+  int load_threads = 8;
+  bool load_direct = false;
 };
+
+// Adds --load-threads and --load-direct (GPU weight loading) to a subcommand.
+void add_load_options(CLI::App* cmd, DeviceOptions& o);
+
+// How the backend's last load_weights went, for the start-up breakdown:
+// seconds spent streaming a baked weight image to the GPU and its bytes, or
+// nothing when the backend did not load an image.
+struct ImageLoadInfo {
+  double seconds = 0;
+  uint64_t bytes = 0;
+  int threads = 0;
+};
+std::optional<ImageLoadInfo> image_load_info(const Backend& be);
 
 bool cuda_built();           // kiln was compiled with the CUDA backend
 std::string default_device(); // "cuda" when built with CUDA and a GPU is present, else "cpu"

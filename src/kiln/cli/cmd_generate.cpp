@@ -9,6 +9,8 @@
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/cli/backend_select.h"
 #include "kiln/cli/commands.h"
+#include "kiln/cli/demo_model.h"
+#include "kiln/cli/model_source.h"
 #include "kiln/engine/kv_block_pool.h"
 #include "kiln/engine/sampler.h"
 #include "kiln/model/model.h"
@@ -47,8 +49,15 @@ int fail(const std::string& msg) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  auto model = model::Model::load(o.model);
-  if (!model) return fail(model.message());
+  // A GGUF file, or a baked artifact directory (its checksums verified first;
+  // one prompt needs no baked prefixes).
+  // No --model: the demo model built into this binary.
+  const std::string model_arg = o.model.empty() ? demo_model_path() : o.model;
+  if (model_arg.empty())
+    return fail("no --model given, and this kiln was built without the demo model; pass -m MODEL");
+  auto source = load_model_source(model_arg, nullptr, "generate");
+  if (!source) return fail(source.message());
+  std::unique_ptr<model::Model>* model = &source->model;
   const model::HParams& hp = (*model)->hparams();
   auto tok = Tokenizer::from_gguf((*model)->file());
   if (!tok) return fail(tok.message());
@@ -146,7 +155,9 @@ int run_generate(const GenerateOptions& o) {
 void register_generate(CLI::App& root, Runner& run) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* c = root.add_subcommand("generate", "Generate text from a prompt (CPU backend)");
-  c->add_option("-m,--model", o->model, "GGUF model file")->required();
+  c->add_option("-m,--model", o->model,
+                "GGUF model file, or a baked artifact directory (default: the demo model built "
+                "into kiln)");
   c->add_option("-p,--prompt", o->prompt, "Prompt text (special tokens are parsed)")->required();
   c->add_option("-n,--n-predict", o->n_predict, "Tokens to generate at most")
       ->check(CLI::NonNegativeNumber);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/artifact/requant.h"
 #include "kiln/cli/commands.h"
 #include "kiln/core/threadpool.h"
 #include "kiln/gguf/gguf.h"
@@ -28,10 +29,6 @@ struct QuantizeOptions {
   int threads = 0;
 };
 
-// ggml's quantization format version, stored as general.quantization_version
-// (2 since the q4/q5/q8 block layouts settled in 2023).
-constexpr uint32_t kQuantizationVersion = 2;
-
 std::string shape_str(const std::vector<int64_t>& ne) {
   std::string s = "[";
   for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
@@ -40,58 +37,6 @@ std::string shape_str(const std::vector<int64_t>& ne) {
 
 double mib(uint64_t bytes) {
   return double(bytes) / (1024.0 * 1024.0);
-}
-
-quant::MixModel describe_model(const gguf::File& in) {
-  quant::MixModel m;
-  m.arch = in.get_string("general.architecture").value_or("");
-  m.n_layers = int(in.get_int(m.arch + ".block_count").value_or(0));
-  m.n_experts = int(in.get_int(m.arch + ".expert_count").value_or(0));
-  m.has_output = in.tensor("output.weight") != nullptr;
-  const auto n_head = in.get_int(m.arch + ".attention.head_count");
-  const auto n_head_kv = in.get_int(m.arch + ".attention.head_count_kv");
-  m.is_70b_class = m.n_layers == 80 && n_head && n_head_kv && *n_head_kv < *n_head;
-  return m;
-}
-
-// Converts one tensor's rows to `to`, spread over the pool; false (with
-// `err` set) when the input holds non-finite values.
-bool convert_tensor(ThreadPool& pool, const gguf::TensorInfo& t, DType to,
-                    std::vector<uint8_t>& out, std::string& err) {
-  const int64_t n_per_row = t.ne[0];
-  const int64_t n_rows = t.n_rows();
-  const size_t in_row = row_bytes(t.type, n_per_row), out_row = row_bytes(to, n_per_row);
-  out.resize(out_row * size_t(n_rows));
-  // ~64K elements per task: big enough to amortize dispatch, small enough to
-  // balance over the threads even for narrow tensors.
-  const int64_t rows_per_task = std::max<int64_t>(1, 65536 / n_per_row);
-  const int64_t n_tasks = (n_rows + rows_per_task - 1) / rows_per_task;
-  std::vector<std::vector<float>> scratch(size_t(pool.size()));  // [n_per_row] per thread
-  std::atomic<int64_t> bad_row{-1};
-  pool.parallel_for(n_tasks, [&](int64_t task, int thread) {
-    auto& buf = scratch[size_t(thread)];
-    buf.resize(size_t(n_per_row));
-    const int64_t r0 = task * rows_per_task, r1 = std::min(n_rows, r0 + rows_per_task);
-    for (int64_t r = r0; r < r1; ++r) {
-      quant::dequantize_row(t.type, t.data + size_t(r) * in_row, buf.data(), n_per_row);
-      for (float v : buf) {
-        if (!std::isfinite(v)) {
-          int64_t expected = -1;
-          bad_row.compare_exchange_strong(expected, r);
-          return;
-        }
-      }
-      quant::quantize_row(to, buf.data(), out.data() + size_t(r) * out_row, n_per_row);
-    }
-  });
-  if (bad_row.load() >= 0) {
-    err = fmt::format(
-        "tensor {} has a non-finite value (NaN or inf) in row {}; the input model "
-        "is broken, re-export it",
-        t.name, bad_row.load());
-    return false;
-  }
-  return true;
 }
 
 int run_quantize(const QuantizeOptions& o) {
@@ -107,32 +52,19 @@ int run_quantize(const QuantizeOptions& o) {
     return 1;
   }
   const gguf::File& in = **opened;
-  const quant::MixModel model = describe_model(in);
 
   // Decide every tensor's type first, so unsupported inputs fail before any work.
-  struct Plan {
-    const gguf::TensorInfo* t;
-    DType to;
-  };
-  std::vector<Plan> plan;
-  for (const auto& t : in.tensors()) {
-    DType to = t.type;
-    if (quant::is_quantizable(t.name, t.ne))
-      to = quant::tensor_type(*preset, model, t.name, t.ne, o.pure);
-    if (to != t.type && !dtype_info(t.type).supported) {
-      fmt::print(stderr,
-                 "kiln quantize: tensor {} is stored as {}, which kiln cannot decode; start from "
-                 "an f32/f16/bf16 model (or one in a type kiln supports)\n",
-                 t.name, dtype_name(t.type));
-      return 1;
-    }
-    plan.push_back({&t, to});
+  auto planned = artifact::plan_quantization(in, *preset, o.pure);
+  if (!planned) {
+    fmt::print(stderr, "kiln quantize: {}\n", planned.message());
+    return 1;
   }
+  const std::vector<artifact::QuantPlanEntry>& plan = *planned;
 
   gguf::Writer w;
   w.set_alignment(in.alignment());
   w.copy_metadata(in);
-  w.set_u32("general.quantization_version", kQuantizationVersion);
+  w.set_u32("general.quantization_version", artifact::kQuantizationVersion);
   w.set_u32("general.file_type", preset->file_type);
 
   ThreadPool pool(o.threads);
@@ -143,7 +75,7 @@ int run_quantize(const QuantizeOptions& o) {
   uint64_t bytes_in = 0, bytes_out = 0;
   bool warned_requant = false;
   for (size_t i = 0; i < plan.size(); ++i) {
-    const auto& t = *plan[i].t;
+    const auto& t = *plan[i].tensor;
     const DType to = plan[i].to;
     std::span<const uint8_t> data(t.data, t.n_bytes);
     if (to != t.type) {
@@ -154,9 +86,8 @@ int run_quantize(const QuantizeOptions& o) {
             dtype_name(t.type));
         warned_requant = true;
       }
-      std::string err;
-      if (!convert_tensor(pool, t, to, converted[i], err)) {
-        fmt::print(stderr, "kiln quantize: {}\n", err);
+      if (auto st = artifact::convert_tensor(pool, t, to, converted[i]); !st) {
+        fmt::print(stderr, "kiln quantize: {}\n", st.message());
         return 1;
       }
       data = converted[i];

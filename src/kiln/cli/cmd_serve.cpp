@@ -8,18 +8,28 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <sstream>
 
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/cli/backend_select.h"
 #include "kiln/cli/commands.h"
+#include "kiln/cli/serve_cache.h"
+#include "kiln/cli/demo_model.h"
+#include "kiln/cli/model_source.h"
+#include "kiln/core/startup_timeline.h"
+#include "kiln/cli/model_fetch.h"
+#include "kiln/fetch/remote_url.h"
+#include "kiln/embed/bert_embedder.h"
 #include "kiln/engine/engine.h"
 #include "kiln/gguf/gguf.h"
 #include "kiln/model/model.h"
 #include "kiln/server/admission.h"
+#include "kiln/server/cache_metrics.h"
 #include "kiln/server/capacity_plan.h"
 #include "kiln/server/chat_renderer.h"
+#include "kiln/server/embedding_worker.h"
 #include "kiln/server/http_server.h"
 #include "kiln/server/request_log.h"
 #include "kiln/server/routes.h"
@@ -48,6 +58,7 @@ using Clock = std::chrono::steady_clock;
 
 struct ServeOptions {
   std::string model;
+  DeviceOptions load;  // --load-threads, --load-direct (GPU weight loading)
   std::string model_name;
   std::string host = "0.0.0.0";
   int port = -1;  // -1: $PORT, else 8080
@@ -67,7 +78,14 @@ struct ServeOptions {
   std::string device;  // --device cpu|cuda (empty: cuda when a GPU is there)
   int http_threads = 2;
   std::string bench_result;
+  std::string download_dir;  // --model URL downloads here (empty: $TMPDIR/kiln-models)
+  std::string embedding_model;       // --embedding-model: BERT encoder GGUF (optional)
+  std::string embedding_model_name;  // its id in requests (default: file stem)
+  int embedding_threads = 0;         // its CPU threads (0: min(4, hardware))
+  ServeCacheOptions cache;           // response caches (serve_cache.h)
   bool no_prefix_cache = false;
+  // Whether the flags were given: an artifact's fingerprint fills the others.
+  bool kv_type_given = false, kv_block_size_given = false, ctx_size_given = false;
   size_t max_body_bytes = 8u << 20;
   size_t max_header_bytes = 16u << 10;
   double request_timeout = 15.0;
@@ -165,8 +183,24 @@ Status warm_up(engine::Engine& eng, const Tokenizer& tok) {
 }
 
 int run_serve(const ServeOptions& o) {
+  StartupTimeline timeline;  // from the process's exec
   server::ShutdownSignal shutdown;
   shutdown.install();  // before any thread starts, so all inherit the mask
+  timeline.mark("process_loaded");  // exec -> here: dynamic loading, static initialization
+
+  // The backend (for CUDA: driver, context and cuBLAS, 0.1-0.5 s) is created
+  // on another thread from the start, while flags are checked, the port
+  // opens and the model is mapped, verified and parsed.
+  DeviceOptions dev = o.load;
+  dev.device = o.device;
+  dev.cpu.n_threads = o.threads;
+  auto backend_future = std::async(std::launch::async, [&dev, &timeline] {
+    const auto t0 = Clock::now();
+    auto be = make_backend(dev);
+    timeline.add("backend_created_in_parallel",
+                 std::chrono::duration<double>(Clock::now() - t0).count());
+    return be;
+  });
 
   // ---- flags ------------------------------------------------------------
   if (o.parallel < 1) return fail("--parallel must be at least 1");
@@ -237,20 +271,57 @@ int run_serve(const ServeOptions& o) {
   if (auto st = http.start(); !st) return fail(st.message());
   fmt::print(stderr, "kiln serve: listening on http://{}:{} (phase: loading)\n", cfg.host,
              http.port());
+  timeline.mark("http_listening");
 
   // ---- load ---------------------------------------------------------------
+  // A URL is downloaded (parallel ranged GETs, verified) or reused from
+  // --download-dir first; readiness stays `loading` meanwhile.
+  std::string model_path = o.model;
+  if (fetch::is_remote_url(o.model)) {
+    const auto t_fetch = Clock::now();
+    auto local = fetch_model_for_serve(o.model, o.download_dir);
+    if (!local) return fail(local.message());
+    model_path = *local;
+    metrics.set_phase_seconds("download", since(t_fetch));
+  }
+  if (model_path != o.model) timeline.mark("downloaded");
   const auto t_load = Clock::now();
-  auto model = model::Model::load(o.model);
-  if (!model) return fail(model.message());
-  auto tok = Tokenizer::from_gguf((*model)->file());
-  if (!tok) return fail(tok.message());
-  DeviceOptions dev;
-  dev.device = o.device;
-  dev.cpu.n_threads = o.threads;
-  auto made = make_backend(dev);
+  // A GGUF file, or a baked artifact directory (checksums verified first).
+  auto source = load_model_source(model_path, &timeline, "serve");
+  auto made = backend_future.get();
   if (!made) return fail(made.message());
   std::unique_ptr<Backend> backend = std::move(*made);
+  timeline.mark("backend_ready");
+  if (!source) return fail(source.message());
+  std::unique_ptr<model::Model>* model = &source->model;
+  if (auto st = check_artifact_settings(*source, o.kv_type, o.kv_block_size, o.ctx_size,
+                                        backend->name());
+      !st)
+    return fail(st.message());
+  // The tokenizer (a large vocabulary takes ~0.1 s to index) is built while
+  // the weights stream to the device.
+  auto tok_future = std::async(std::launch::async, [m = model->get()] { return Tokenizer::from_gguf(m->file()); });
   if (auto st = backend->load_weights(**model); !st) return fail(st.message());
+  timeline.mark("weights_uploaded");
+  auto tok = tok_future.get();
+  if (!tok) return fail(tok.message());
+  if (auto li = image_load_info(*backend))
+    fmt::print(stderr, "kiln serve: weight image {:.2f} GB streamed to the GPU in {:.3f} s "
+               "({:.1f} GB/s, {} reader threads)\n", double(li->bytes) / 1e9, li->seconds,
+               double(li->bytes) / 1e9 / std::max(li->seconds, 1e-9), li->threads);
+  // The embedding model (CPU encoder) loads beside the chat model. The same
+  // instance is the semantic cache's TextEmbedder (cache/embedder.h).
+  std::unique_ptr<embed::BertEmbedder> embedder;
+  if (!o.embedding_model.empty()) {
+    embed::BertEmbedderOptions eo;
+    eo.name = o.embedding_model_name;
+    eo.n_threads = o.embedding_threads;
+    auto e = embed::BertEmbedder::load(o.embedding_model, eo);
+    if (!e) return fail("--embedding-model: " + e.message());
+    embedder = std::move(*e);
+    fmt::print(stderr, "kiln serve: embedding model '{}': {}\n", embedder->name(),
+               model::describe(embedder->model().hparams()));
+  }
   metrics.set_phase_seconds("load", since(t_load));
   if (shutdown.triggered()) {
     http.stop();
@@ -315,8 +386,12 @@ int run_serve(const ServeOptions& o) {
   ecfg.prefix_cache = !o.no_prefix_cache;
   auto eng = engine::Engine::create(*backend, **model, *tok, ecfg);
   if (!eng) return fail(eng.message());
-  (*eng)->start();
   metrics.set_phase_seconds("engine", since(t_engine));
+  timeline.mark("engine_ready");
+  // Baked prefixes go in before the engine thread starts (and before ready).
+  if (auto st = restore_artifact_prefixes(*source, **eng, ecfg.prefix_cache, &timeline); !st)
+    return fail(st.message());
+  (*eng)->start();
 
   server::ChatRenderer chat;
   if (template_source.empty()) template_source = tok->chat_template();
@@ -332,6 +407,32 @@ int run_serve(const ServeOptions& o) {
   metrics.attach_engine(&(*eng)->stats());
   EngineEmbeddings embeddings(**eng);
   router.attach(eng->get(), &*tok, std::move(chat), &embeddings);
+  std::unique_ptr<server::EmbeddingWorker> embedding_worker;
+  if (embedder) {
+    embedding_worker = std::make_unique<server::EmbeddingWorker>(
+        embedder->dim(), [e = embedder.get()](const std::vector<std::vector<int32_t>>& in) {
+          return e->embed_tokens(in);
+        });
+    router.attach_embedding_model(
+        {embedder->name(), embedding_worker.get(), &embedder->tokenizer(), embedder->max_tokens()});
+  }
+  // Response caches: the embedding model doubles as the semantic cache's embedder.
+  auto response_cache = make_response_cache(o.cache, embedder.get());
+  if (!response_cache) {
+    (*eng)->stop();
+    return fail(response_cache.message());
+  }
+  if (*response_cache) {
+    router.attach_cache({response_cache->get(),
+                         serve_fingerprint(model_path, backend->name(), o.kv_type, o.ctx_size,
+                                           template_source)});
+    server::register_cache_metrics(metrics.registry(), **response_cache);
+    fmt::print(stderr, "kiln serve: response cache: exact{}{}{} ({} entries loaded)\n",
+               (*response_cache)->semantic_enabled() ? " + semantic" : "",
+               o.cache.dir.empty() ? "" : ", --cache-dir " + o.cache.dir,
+               o.cache.redis.empty() ? "" : ", shared through Redis",
+               (*response_cache)->loaded_from_disk());
+  }
 
   // ---- warm-up, then ready --------------------------------------------------------
   router.set_phase(server::Phase::warming);
@@ -340,9 +441,18 @@ int run_serve(const ServeOptions& o) {
     (*eng)->stop();
     return fail(st.message());
   }
+  if (embedder) {  // its weights paged in and its buffers grown before traffic
+    if (auto r = embedder->embed("Hello"); !r) {
+      (*eng)->stop();
+      return fail("embedding model warm-up failed: " + r.message());
+    }
+  }
   metrics.set_phase_seconds("warmup", since(t_warm));
-  metrics.set_phase_seconds("total", since(t_start));
+  timeline.mark("warmup");
+  for (const auto& p : timeline.phases()) metrics.set_phase_seconds(p.name, p.seconds);
+  metrics.set_phase_seconds("total", timeline.since_start());
   router.set_phase(server::Phase::ready);
+  fmt::print(stderr, "kiln serve: start-up: {}\n", timeline.format());
   fmt::print(stderr, "kiln serve: ready in {:.2f} s ({} on {}), model '{}'\n", since(t_start),
              backend->name(), backend->device_name(), cfg.model_id);
 
@@ -364,7 +474,13 @@ void register_serve(CLI::App& root, Runner& run) {
                           "OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, "
                           "/v1/models, /v1/embeddings, /tokenize, /detokenize, /apply-template, "
                           "/health/live, /health/ready, /metrics)");
-  sub->add_option("-m,--model", o->model, "GGUF model file to serve")->required();
+  sub->add_option("-m,--model", o->model,
+                  "GGUF model file to serve, or a URL (https://, http://, gs://BUCKET/OBJECT) "
+                  "to download first (docs/pull.md); default: the demo model built into kiln "
+                  "(models/README.md)");
+  sub->add_option("--download-dir", o->download_dir,
+                  "Where --model URL is downloaded; a verified earlier download of the same "
+                  "remote version is reused (default: $TMPDIR/kiln-models)");
   sub->add_option("--model-name", o->model_name,
                   "Name /v1/models lists and responses echo (default: the file name without "
                   ".gguf); requests may name any model")
@@ -407,7 +523,19 @@ void register_serve(CLI::App& root, Runner& run) {
       ->capture_default_str();
   sub->add_option("--request-log", o->request_log,
                   "Append one JSON line per request to FILE (schema: docs/request-log.md)");
+  sub->add_option("--embedding-model", o->embedding_model,
+                  "BERT-family embedding GGUF (bge, MiniLM) run on the CPU beside the model: "
+                  "answers /v1/embeddings requests whose \"model\" is its name, pooled as its "
+                  "<arch>.pooling_type says, L2-normalized");
+  sub->add_option("--embedding-model-name", o->embedding_model_name,
+                  "Name of --embedding-model in requests and /v1/models (default: its file name "
+                  "without .gguf)");
+  sub->add_option("--embedding-threads", o->embedding_threads,
+                  "CPU threads of --embedding-model (0: min(4, hardware threads))")
+      ->capture_default_str();
+  add_cache_options(sub, o->cache);
   add_device_option(sub, o->device);
+  add_load_options(sub, o->load);
   sub->add_option("--threads", o->threads,
                   "Compute threads of the CPU backend (0: every hardware thread)")
       ->capture_default_str();
@@ -428,7 +556,29 @@ void register_serve(CLI::App& root, Runner& run) {
   sub->add_option("--idle-timeout", o->idle_timeout,
                   "Seconds an idle keep-alive connection stays open")
       ->capture_default_str();
-  sub->callback([o, &run] { run = [o] { return run_serve(*o); }; });
+  sub->callback([o, &run, sub] {
+    o->kv_type_given = sub->get_option("--kv-type")->count() > 0;
+    o->kv_block_size_given = sub->get_option("--kv-block-size")->count() > 0;
+    o->ctx_size_given = sub->get_option("--ctx-size")->count() > 0;
+    run = [o] {
+      // --model DIR: flags not given take the artifact's values.
+      ServeOptions eff = *o;
+      if (eff.model.empty()) {  // no --model: the demo model built into this binary
+        eff.model = demo_model_path();
+        if (eff.model.empty())
+          return fail("no --model given, and this kiln was built without the demo model "
+                      "(models/kiln-demo.gguf); pass -m MODEL");
+        if (eff.model_name.empty()) eff.model_name = kDemoModelName;
+      }
+      KvFlags f{eff.kv_type, eff.kv_block_size, eff.ctx_size, eff.kv_type_given,
+                eff.kv_block_size_given, eff.ctx_size_given};
+      adopt_artifact_kv_settings(eff.model, f, "serve");
+      eff.kv_type = f.kv_type;
+      eff.kv_block_size = f.kv_block_size;
+      eff.ctx_size = f.ctx_size;
+      return run_serve(eff);
+    };
+  });
 }
 
 }  // namespace kiln::cli

@@ -18,5 +18,11 @@ void register_quantize(CLI::App& root, Runner& run);
 void register_synth(CLI::App& root, Runner& run);
 void register_template(CLI::App& root, Runner& run);
 void register_serve(CLI::App& root, Runner& run);
+void register_perplexity(CLI::App& root, Runner& run);
+void register_pull(CLI::App& root, Runner& run);
+void register_bake(CLI::App& root, Runner& run);
+void register_plan(CLI::App& root, Runner& run);
+void register_prefix_report(CLI::App& root, Runner& run);
+void register_loadtest(CLI::App& root, Runner& run);
 
 }  // namespace kiln::cli

@@ -19,6 +19,12 @@ int main(int argc, char** argv) {
   kiln::cli::register_synth(app, run);
   kiln::cli::register_template(app, run);
   kiln::cli::register_serve(app, run);
+  kiln::cli::register_perplexity(app, run);
+  kiln::cli::register_pull(app, run);
+  kiln::cli::register_bake(app, run);
+  kiln::cli::register_plan(app, run);
+  kiln::cli::register_prefix_report(app, run);
+  kiln::cli::register_loadtest(app, run);
 
   CLI11_PARSE(app, argc, argv);
   if (!run) return 2;

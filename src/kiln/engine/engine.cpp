@@ -89,6 +89,10 @@ void EngineImpl::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    thread_done_ = true;
+  }
   // The engine thread is gone: this thread may touch its state now.
   take_inbox(intake_);
   for (auto& s : intake_) sched_.add(std::move(s));

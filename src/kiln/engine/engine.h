@@ -13,6 +13,7 @@
 
 #include "kiln/backend/backend.h"
 #include "kiln/core/status.h"
+#include "kiln/engine/prefix_blocks.h"
 #include "kiln/engine/request.h"
 
 namespace kiln {
@@ -97,6 +98,27 @@ class Engine {
     return make_error("this engine does not compute embeddings");
   }
   virtual int32_t n_embd() const { return 0; }  // length of an embedding vector
+
+  // Baked prefix caches. Only while the engine thread is not running
+  // (before start(), or after stop()): they touch the pool, the prefix cache
+  // and the backend's KV blocks directly, and refuse otherwise.
+  //
+  // Restores blocks exported by an engine of the same model, KV type and
+  // block size (the artifact's fingerprint checks that): each block is
+  // allocated from the pool, written through Backend::write_kv_block and
+  // registered under the same chained key as a baked cache entry (kept over
+  // ordinary cached blocks under pressure; prefix_cache.h). Stops adopting
+  // when the pool has no free block left (report.skipped).
+  virtual Result<PrefixImportReport> import_prefix_blocks(const PrefixBlocks& blocks) {
+    return make_error("this engine cannot restore baked prefix blocks");
+  }
+  // The cached full blocks at the start of each prompt (the chains a later
+  // request with that prefix would hit), deduplicated across prompts, read
+  // through Backend::read_kv_block. Deterministic: prompt order, then chain
+  // order.
+  virtual Result<PrefixBlocks> export_prefix_blocks(std::span<const std::vector<int32_t>> prompts) {
+    return make_error("this engine cannot export prefix blocks");
+  }
 };
 
 }  // namespace kiln::engine

@@ -32,6 +32,9 @@ class EngineImpl final : public Engine {
   int32_t n_embd() const override { return int32_t(n_embd_); }
   const EngineConfig& config() const override { return cfg_; }
   const EngineStats& stats() const override { return stats_; }
+  Result<PrefixImportReport> import_prefix_blocks(const PrefixBlocks& blocks) override;
+  Result<PrefixBlocks> export_prefix_blocks(
+      std::span<const std::vector<int32_t>> prompts) override;
 
  private:
   // Checks that an input of n_tokens tokens (ids checked too) that may grow
@@ -46,6 +49,8 @@ class EngineImpl final : public Engine {
   void build_batch(const std::vector<ScheduledChunk>& plan);
   void process_outputs(const std::vector<ScheduledChunk>& plan);
   void emit_token(Sequence& s, std::span<const float> logits);
+  void emit_chosen(Sequence& s, int32_t token);  // a greedy id the backend chose
+  void emit_event(Sequence& s, int32_t token, TokenEvent ev);
   void finish_embedding(Sequence& s);
   // Ends a sequence with an event (generation) or the group's callback
   // (embeddings); frees its blocks.
@@ -53,6 +58,7 @@ class EngineImpl final : public Engine {
   void fail_running(const std::string& error);
   void publish_stats();
   void deliver();  // publish_stats(), then hand out the pending events and results
+  Status check_idle_for_prefix_io();  // engine thread not running, cache on
 
   Backend& backend_;
   const model::Model& model_;
@@ -70,6 +76,7 @@ class EngineImpl final : public Engine {
   std::atomic<int64_t> n_inbox_{0};  // inbox_.size(), readable without the lock (gauges)
   bool started_ = false;
   bool stopping_ = false;
+  bool thread_done_ = false;  // stop() joined the engine thread
   uint64_t next_id_ = 1;
   std::thread thread_;
 

@@ -115,6 +115,59 @@ void PrefixCache::insert(std::span<const int32_t> tokens, std::span<const int32_
   }
 }
 
+bool PrefixCache::adopt(std::span<const int32_t> tokens, int32_t block, PrefixChain& chain) {
+  const int32_t bs = block_size_;
+  KILN_ASSERT(int32_t(tokens.size()) == bs && pool_.ref_count(block) == 1);
+  const uint64_t key = hash_of(chain.hash, tokens);
+  const auto it = by_hash_.find(key);
+  if (it != by_hash_.end()) {
+    if (!verify(it->second, tokens, chain.serial)) ++collisions_;
+    return false;
+  }
+  Entry& e = entries_[size_t(block)];
+  KILN_ASSERT(e.serial == 0);
+  e.hash = key;
+  e.serial = next_serial_++;
+  e.parent_serial = chain.serial;
+  e.baked = true;
+  e.evictable = true;
+  std::copy(tokens.begin(), tokens.end(), tokens_.begin() + ptrdiff_t(size_t(block) * size_t(bs)));
+  by_hash_.emplace(key, block);
+  ++n_evictable_;
+  ++n_baked_;
+  lru_push_front(block);
+  chain.hash = key;
+  chain.serial = e.serial;
+  ++chain.n_blocks;
+  return true;
+}
+
+std::vector<int32_t> PrefixCache::peek(std::span<const int32_t> tokens) const {
+  const int32_t bs = block_size_;
+  std::vector<int32_t> out;
+  uint64_t hash = kPrefixRootHash, serial = 0;
+  for (size_t i = 0; (i + 1) * size_t(bs) <= tokens.size(); ++i) {
+    const auto blk = tokens.subspan(i * size_t(bs), size_t(bs));
+    const uint64_t key = hash_of(hash, blk);
+    const auto it = by_hash_.find(key);
+    if (it == by_hash_.end() || !verify(it->second, blk, serial)) break;
+    out.push_back(it->second);
+    hash = key;
+    serial = entries_[size_t(it->second)].serial;
+  }
+  return out;
+}
+
+bool PrefixCache::follow(std::span<const int32_t> tokens, PrefixChain& chain) const {
+  const uint64_t key = hash_of(chain.hash, tokens);
+  const auto it = by_hash_.find(key);
+  if (it == by_hash_.end() || !verify(it->second, tokens, chain.serial)) return false;
+  chain.hash = key;
+  chain.serial = entries_[size_t(it->second)].serial;
+  ++chain.n_blocks;
+  return true;
+}
+
 void PrefixCache::release(int32_t block) {
   pool_.release(block);
   Entry& e = entries_[size_t(block)];
@@ -133,8 +186,8 @@ void PrefixCache::release_all(std::vector<int32_t>& table) {
 
 int32_t PrefixCache::evict(int32_t n) {
   int32_t freed = 0;
-  while (freed < n && lru_head_ >= 0) {
-    forget(lru_head_);
+  while (freed < n && (lru_head_[0] >= 0 || lru_head_[1] >= 0)) {
+    forget(lru_head_[0] >= 0 ? lru_head_[0] : lru_head_[1]);
     ++freed;
   }
   return freed;
@@ -147,31 +200,46 @@ void PrefixCache::forget(int32_t block) {
   --n_evictable_;
   const auto it = by_hash_.find(e.hash);
   if (it != by_hash_.end() && it->second == block) by_hash_.erase(it);
+  if (e.baked) --n_baked_;
   e = Entry{};
   pool_.release(block);  // the cache's own reference: back to the free list
 }
 
 void PrefixCache::lru_push_back(int32_t block) {
   Entry& e = entries_[size_t(block)];
-  e.lru_prev = lru_tail_;
+  const int l = e.baked ? 1 : 0;
+  e.lru_prev = lru_tail_[l];
   e.lru_next = -1;
-  if (lru_tail_ >= 0)
-    entries_[size_t(lru_tail_)].lru_next = block;
+  if (lru_tail_[l] >= 0)
+    entries_[size_t(lru_tail_[l])].lru_next = block;
   else
-    lru_head_ = block;
-  lru_tail_ = block;
+    lru_head_[l] = block;
+  lru_tail_[l] = block;
+}
+
+void PrefixCache::lru_push_front(int32_t block) {
+  Entry& e = entries_[size_t(block)];
+  const int l = e.baked ? 1 : 0;
+  e.lru_prev = -1;
+  e.lru_next = lru_head_[l];
+  if (lru_head_[l] >= 0)
+    entries_[size_t(lru_head_[l])].lru_prev = block;
+  else
+    lru_tail_[l] = block;
+  lru_head_[l] = block;
 }
 
 void PrefixCache::lru_remove(int32_t block) {
   Entry& e = entries_[size_t(block)];
+  const int l = e.baked ? 1 : 0;
   if (e.lru_prev >= 0)
     entries_[size_t(e.lru_prev)].lru_next = e.lru_next;
   else
-    lru_head_ = e.lru_next;
+    lru_head_[l] = e.lru_next;
   if (e.lru_next >= 0)
     entries_[size_t(e.lru_next)].lru_prev = e.lru_prev;
   else
-    lru_tail_ = e.lru_prev;
+    lru_tail_[l] = e.lru_prev;
   e.lru_prev = e.lru_next = -1;
 }
 

@@ -12,6 +12,12 @@
 // cache) is "evictable" and sits in an LRU list. When the pool runs out, the
 // least recently used evictable blocks are given back to the pool. Owned by
 // the engine thread; not thread-safe.
+//
+// Baked blocks (restored from a `kiln bake` artifact through adopt()) sit in
+// a second LRU list that is evicted only once the ordinary one is empty: they
+// survive normal cache pressure, yet the pool can still reclaim them when a
+// request needs the room, so "every admitted request fits the pool alone"
+// (engine.md) keeps holding and restoring a cache can never starve serving.
 #pragma once
 
 #include <cstdint>
@@ -59,6 +65,21 @@ class PrefixCache {
   void insert(std::span<const int32_t> tokens, std::span<const int32_t> table, int32_t n_full,
               PrefixChain& chain);
 
+  // Registers one baked block: `block` holds the K/V of `tokens` (one full
+  // block) following `chain`, and the caller's pool reference on it becomes
+  // the cache's. It starts evictable in the baked list, tail-first order when
+  // chains are adopted parents first. Returns false (caller keeps its
+  // reference, chain unchanged) when the key is already cached or collides.
+  bool adopt(std::span<const int32_t> tokens, int32_t block, PrefixChain& chain);
+
+  // The cached blocks of the longest verified chain at the start of `tokens`
+  // (full blocks only), without retaining them or touching the LRU order:
+  // what `kiln bake` exports.
+  std::vector<int32_t> peek(std::span<const int32_t> tokens) const;
+  // Advances `chain` past one full block of `tokens` when that block is
+  // cached (and verifies) right after it; no reference taken.
+  bool follow(std::span<const int32_t> tokens, PrefixChain& chain) const;
+
   // A sequence stops using `block`: the pool reference is dropped and, when
   // only the cache still holds it, the block becomes evictable (most recent).
   void release(int32_t block);
@@ -71,6 +92,7 @@ class PrefixCache {
   int32_t evict(int32_t n);
   int32_t n_evictable() const { return n_evictable_; }
   int32_t n_cached() const { return int32_t(by_hash_.size()); }
+  int32_t n_baked() const { return n_baked_; }  // adopted blocks still cached
   bool contains(int32_t block) const { return entries_[size_t(block)].serial != 0; }
 
   uint64_t collisions() const { return collisions_; }  // key found, verification failed
@@ -82,12 +104,14 @@ class PrefixCache {
     uint64_t parent_serial = 0;
     int32_t lru_prev = -1, lru_next = -1;
     bool evictable = false;
+    bool baked = false;  // adopted: lives in the second LRU list
   };
   uint64_t hash_of(uint64_t parent, std::span<const int32_t> tokens) const {
     return hash_fn_ ? hash_fn_(parent, tokens) : block_hash(parent, tokens);
   }
   bool verify(int32_t block, std::span<const int32_t> tokens, uint64_t parent_serial) const;
   void lru_push_back(int32_t block);
+  void lru_push_front(int32_t block);
   void lru_remove(int32_t block);
   void forget(int32_t block);
 
@@ -97,7 +121,9 @@ class PrefixCache {
   std::unordered_map<uint64_t, int32_t> by_hash_;  // key -> block id
   std::vector<Entry> entries_;                     // [n_blocks]
   std::vector<int32_t> tokens_;                    // [n_blocks, block_size] ids of cached blocks
-  int32_t lru_head_ = -1, lru_tail_ = -1;          // head: least recently used
+  // [0]: ordinary blocks, [1]: baked ones (evicted only when [0] is empty).
+  int32_t lru_head_[2] = {-1, -1}, lru_tail_[2] = {-1, -1};  // head: least recently used
+  int32_t n_baked_ = 0;
   int32_t n_evictable_ = 0;
   uint64_t next_serial_ = 1;
   uint64_t collisions_ = 0;

@@ -5,6 +5,7 @@
 
 #include "kiln/gguf/gguf.h"
 #include "kiln/model/binder.h"
+#include "kiln/model/encoder.h"
 
 namespace kiln::model {
 
@@ -25,6 +26,11 @@ Result<std::unique_ptr<Model>> Model::from_file(std::unique_ptr<gguf::File> file
                     "model type is unknown (supported: {})",
                     f.path(), supported_archs()));
   const ArchSpec* arch = find_arch(*arch_name);
+  if (!arch && find_encoder_arch(*arch_name))
+    return make_error(fmt::format(
+        "{}: '{}' is an embedding (encoder) model, not a generation model; serve it beside a "
+        "chat model with --embedding-model",
+        f.path(), *arch_name));
   if (!arch)
     return make_error(fmt::format("{}: architecture '{}' is not supported; kiln runs {}", f.path(),
                                   *arch_name, supported_archs()));

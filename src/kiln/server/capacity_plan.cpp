@@ -77,6 +77,10 @@ IdealBatch ideal_batch_size(std::span<const BenchPoint> points, int32_t n_parall
   return ib;
 }
 
+uint64_t kv_bytes_per_token(const MemoryPlanInput& in) {
+  return in.block_size > 0 ? in.kv_bytes_per_block / uint64_t(in.block_size) : 0;
+}
+
 std::string format_bytes(uint64_t b) {
   const double gib = double(b) / double(1ull << 30);
   if (gib >= 1.0) return fmt::format("{:.2f} GiB", gib);
@@ -151,10 +155,10 @@ std::string format_plan(const MemoryPlanInput& in, const MemoryPlan& plan,
                                 : fmt::format("--gpu-memory-fraction {}", in.gpu_memory_fraction),
                    format_bytes(in.weight_bytes), format_bytes(in.scratch_bytes));
   s += fmt::format(
-      "  KV pool: {} blocks x {} tokens = {} tokens, {} (limited by {}); {} "
+      "  KV pool: {} blocks x {} tokens = {} tokens, {} (limited by {}), {} bytes per token; {} "
       "sequences of --ctx-size {} fit at once\n",
       plan.n_blocks, in.block_size, plan.kv_tokens, format_bytes(plan.kv_bytes), plan.kv_limited_by,
-      plan.full_ctx_seqs, in.ctx_size);
+      kv_bytes_per_token(in), plan.full_ctx_seqs, in.ctx_size);
   s += fmt::format(
       "concurrency: --parallel {} + ideal batch {} ({}) = {} recommended for Cloud "
       "Run's max concurrency; limited by {}\n",

@@ -61,6 +61,9 @@ struct MemoryPlan {
   std::string kv_limited_by;   // "--kv-memory", "memory budget", "cap: 2 x parallel x ctx"
 };
 
+// K and V bytes of one position over all layers (a block is block_size of them).
+uint64_t kv_bytes_per_token(const MemoryPlanInput& in);
+
 // Fails with what to change when not even one full-context sequence fits.
 Result<MemoryPlan> plan_memory(const MemoryPlanInput& in);
 

@@ -10,6 +10,10 @@
 #include "kiln/core/status.h"
 #include "kiln/server/openai_common.h"
 
+namespace kiln {
+class Tokenizer;
+}
+
 namespace kiln::server {
 
 struct ChatRenderInput {
@@ -33,6 +37,16 @@ class EmbeddingEngine {
   // states after the final norm), in input order.
   using Done = std::function<void(Result<std::vector<std::vector<float>>>)>;
   virtual Status submit_embeddings(std::vector<std::vector<int32_t>> inputs, Done done) = 0;
+};
+
+// A separate embedding model (--embedding-model, a BERT encoder) answering the
+// /v1/embeddings requests whose "model" is its id; the served model answers
+// the others (GUIDE's table). Its vectors are pooled as its GGUF says.
+struct EmbeddingModel {
+  std::string id;                        // the name requests give in "model"
+  EmbeddingEngine* engine = nullptr;     // null: no embedding model
+  const Tokenizer* tokenizer = nullptr;  // its own vocabulary (WordPiece)
+  int32_t max_tokens = 0;                // per input: the model's learned positions
 };
 
 }  // namespace kiln::server

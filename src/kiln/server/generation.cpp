@@ -387,6 +387,8 @@ class GenerationJob final : public BodyProducer {
     m.prompt_tokens.inc(double(u["prompt_tokens"].get<int64_t>()));
     m.generated_tokens.inc(double(u["completion_tokens"].get<int64_t>()));
     m.cached_tokens.inc(double(u["prompt_tokens_details"]["cached_tokens"].get<int64_t>()));
+    if (spec_.prompts.size() == 1)  // cached tokens are counted per request, not per prompt
+      m.preambles.record(spec_.prompts[0], u["prompt_tokens_details"]["cached_tokens"].get<int64_t>());
     if (deps_.log) {
       Json e;
       e["time"] = wall_time_;
@@ -403,6 +405,21 @@ class GenerationJob final : public BodyProducer {
       for (const auto& c : choices_) fr.push_back(c->finished ? Json(c->finish) : Json(nullptr));
       e["finish_reasons"] = fr;
       deps_.log->write(e);
+    }
+    if (status == 200 && spec_.on_complete) {
+      const bool clean = std::all_of(choices_.begin(), choices_.end(), [](const auto& c) {
+        return c->finished && (c->finish == "stop" || c->finish == "length");
+      });
+      if (clean) {
+        Json rec;
+        rec["api"] = spec_.api == Api::chat ? "chat" : "completions";
+        rec["choices"] = Json::array();
+        for (const auto& c : choices_)
+          rec["choices"].push_back({{"text", c->text}, {"finish_reason", c->finish}});
+        rec["prompt_tokens"] = u["prompt_tokens"];
+        rec["completion_tokens"] = u["completion_tokens"];
+        spec_.on_complete(rec);
+      }
     }
     permit_.release();
   }

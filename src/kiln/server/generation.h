@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
@@ -37,6 +38,11 @@ struct GenerationSpec {
   uint64_t random_seed = 0;  // used when the client gave none
   std::chrono::steady_clock::time_point arrival = std::chrono::steady_clock::now();
   Json log_entry = Json::object();  // request-log fields known up front (prompt/messages, params)
+  // Called once when the request ended well (status 200, every choice
+  // finished by stop or length, not cancelled) with its record:
+  // {"api", "choices": [{"text", "finish_reason"}], "prompt_tokens",
+  // "completion_tokens"}; the response cache stores it (response_caching.h).
+  std::function<void(const Json& record)> on_complete;
 };
 
 struct GenerationDeps {

@@ -243,6 +243,7 @@ std::optional<ApiError> parse_generation_options(const Json& body, Api api,
     }
   }
   KILN_TRY_FIELD(field::string(body, "user", out.user));
+  KILN_TRY_FIELD(field::boolean(body, "cache", out.cache));
   return std::nullopt;
 }
 

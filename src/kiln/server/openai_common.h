@@ -42,6 +42,9 @@ struct GenerationOptions {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   std::string user;
+  // kiln extension `cache`: false skips the response caches for this request
+  // (neither served from nor stored in them).
+  bool cache = true;
 };
 
 // Parses the shared fields of a chat or completions body (an object).

@@ -236,6 +236,12 @@ HttpResponse Router::models() {
   Json j;
   j["object"] = "list";
   j["data"] = Json::array({m});
+  if (embedding_model_.engine) {
+    Json e = m;
+    e["id"] = embedding_model_.id;
+    e["max_model_len"] = embedding_model_.max_tokens;
+    j["data"].push_back(std::move(e));
+  }
   return HttpResponse::json(200, j.dump());
 }
 
@@ -302,8 +308,14 @@ HttpResponse Router::chat_completions(const HttpRequest& req) {
   spec.log_entry["messages"] = cr.messages;
   spec.log_entry["params"] = params_for_log(spec.gen);
   spec.log_entry["user"] = spec.gen.user;
-  return producer_response(start_generation({*engine_, *tokenizer_, metrics_, log_},
-                                            std::move(spec), std::move(permit)));
+  const ChatView view{cr.messages, cr.tools, cr.template_vars, cr.add_generation_prompt};
+  CacheDeal deal(cache_, spec, &view);
+  if (auto hit = deal.lookup(spec, log_)) return std::move(*hit);
+  deal.arm(spec);
+  HttpResponse r = producer_response(start_generation({*engine_, *tokenizer_, metrics_, log_},
+                                                      std::move(spec), std::move(permit)));
+  if (!deal.header().empty()) r.headers.emplace_back(kCacheHeader, deal.header());
+  return r;
 }
 
 HttpResponse Router::completions(const HttpRequest& req) {
@@ -339,8 +351,13 @@ HttpResponse Router::completions(const HttpRequest& req) {
   spec.log_entry["prompt"] = logged.size() == 1 ? logged[0] : logged;
   spec.log_entry["params"] = params_for_log(spec.gen);
   spec.log_entry["user"] = spec.gen.user;
-  return producer_response(start_generation({*engine_, *tokenizer_, metrics_, log_},
-                                            std::move(spec), std::move(permit)));
+  CacheDeal deal(cache_, spec, nullptr);
+  if (auto hit = deal.lookup(spec, log_)) return std::move(*hit);
+  deal.arm(spec);
+  HttpResponse r = producer_response(start_generation({*engine_, *tokenizer_, metrics_, log_},
+                                                      std::move(spec), std::move(permit)));
+  if (!deal.header().empty()) r.headers.emplace_back(kCacheHeader, deal.header());
+  return r;
 }
 
 HttpResponse Router::embeddings(const HttpRequest& req) {
@@ -351,38 +368,46 @@ HttpResponse Router::embeddings(const HttpRequest& req) {
   if (!parse_body(req, body, err)) return err;
   EmbeddingRequest er;
   if (auto e = parse_embedding_request(body, er)) return error_response(*e);
-  if (!embeddings_)
+  // --embedding-model answers the requests that name it; the served model the rest.
+  const bool own = embedding_model_.engine && er.model == embedding_model_.id;
+  EmbeddingEngine* target = own ? embedding_model_.engine : embeddings_;
+  const Tokenizer* tok = own ? embedding_model_.tokenizer : tokenizer_;
+  if (!target)
     return error_response({501,
                            "embeddings are not available: this engine build has no "
                            "embedding call yet",
                            "invalid_request_error", "", "not_implemented"});
-  const int32_t n_embd = embeddings_->n_embd();
+  const int32_t n_embd = target->n_embd();
   if (er.dimensions && *er.dimensions != n_embd)
     return error_response(bad_field(
         "dimensions", fmt::format("'dimensions' must be {} (this model's embedding size) or left "
                                   "out; kiln does not truncate embeddings",
                                   n_embd)));
-  const int32_t ctx = engine_->config().ctx_size;
+  const int32_t ctx = own ? embedding_model_.max_tokens : engine_->config().ctx_size;
   std::vector<std::vector<int32_t>> inputs;
   for (auto& in : er.inputs) {
     std::vector<int32_t> ids = in.is_tokens ? std::move(in.tokens)
-                                            : tokenizer_->encode(in.text, /*add_special=*/true,
-                                                                 /*parse_special=*/false);
+                                            : tok->encode(in.text, /*add_special=*/true,
+                                                          /*parse_special=*/false);
     if (ids.empty()) return error_response(bad_field("input", "'input' holds an empty text"));
     for (int32_t id : ids)
-      if (id >= tokenizer_->n_vocab())
+      if (id < 0 || id >= tok->n_vocab())
         return error_response(bad_field(
             "input", fmt::format("'input' holds the token id {}, outside the vocabulary [0, {})",
-                                 id, tokenizer_->n_vocab())));
+                                 id, tok->n_vocab())));
     if (int32_t(ids.size()) > ctx)
       return error_response(bad_field(
-          "input", fmt::format("an input has {} tokens, more than the context of {} tokens "
-                               "(--ctx-size)",
-                               ids.size(), ctx)));
+          "input", own ? fmt::format("an input has {} tokens, more than the {} positions of the "
+                                     "embedding model '{}'; shorten or split it",
+                                     ids.size(), ctx, embedding_model_.id)
+                       : fmt::format("an input has {} tokens, more than the context of {} tokens "
+                                     "(--ctx-size)",
+                                     ids.size(), ctx)));
     inputs.push_back(std::move(ids));
   }
-  return producer_response(start_embeddings(*embeddings_, std::move(inputs), er.base64,
-                                            config_.model_id, std::move(permit)));
+  return producer_response(start_embeddings(*target, std::move(inputs), er.base64,
+                                            own ? embedding_model_.id : config_.model_id,
+                                            std::move(permit)));
 }
 
 HttpResponse Router::tokenize(const HttpRequest& req) {

@@ -13,6 +13,7 @@
 #include "kiln/server/engine_hooks.h"
 #include "kiln/server/http_types.h"
 #include "kiln/server/openai_common.h"
+#include "kiln/server/response_caching.h"
 #include "kiln/server/server_config.h"
 
 namespace kiln {
@@ -40,6 +41,15 @@ class Router {
   // must outlive the router. `embeddings` may be null (then 501).
   void attach(engine::Engine* engine, const Tokenizer* tokenizer, ChatRenderer chat,
               EmbeddingEngine* embeddings);
+  // --embedding-model: answers /v1/embeddings requests that name it and is
+  // listed by /v1/models. Call before set_phase(ready); must outlive the router.
+  void attach_embedding_model(EmbeddingModel m) { embedding_model_ = std::move(m); }
+  // The response caches (response_caching.h); ctx.cache null: none. Call
+  // before set_phase(ready); the cache must outlive the router.
+  void attach_cache(CacheContext ctx) { cache_ = std::move(ctx); }
+  // What seeding needs (seed_response in response_caching.h): the same store
+  // and fingerprint the routes key requests with.
+  const CacheContext& cache_context() const { return cache_; }
   void set_phase(Phase p);
   Phase phase() const { return phase_.load(std::memory_order_acquire); }
 
@@ -83,6 +93,8 @@ class Router {
   const Tokenizer* tokenizer_ = nullptr;
   ChatRenderer chat_;
   EmbeddingEngine* embeddings_ = nullptr;
+  EmbeddingModel embedding_model_;  // engine null: none
+  CacheContext cache_;              // cache null: no response caches
   int64_t created_ = 0;
 
   std::mutex rng_mu_;

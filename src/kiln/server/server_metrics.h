@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kiln/server/metrics.h"
+#include "kiln/server/preamble_metrics.h"
 
 namespace kiln::engine {
 struct EngineStats;
@@ -44,6 +45,7 @@ class ServerMetrics {
   Counter& generated_tokens;  // tokens generated for finished requests
   Counter& cached_tokens;     // prompt tokens the prefix cache served (per the engine)
   Gauge& ready;               // 1 when /health/ready says 200
+  PreambleMetrics preambles{registry_};  // prefix hit share per preamble (prefix-report's keys)
 
  private:
   std::atomic<const engine::EngineStats*> engine_{nullptr};

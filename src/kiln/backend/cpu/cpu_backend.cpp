@@ -1,6 +1,8 @@
 // CpuBackend set-up, KV pool, logits access and memory report; the forward
 // pass itself is in forward.cpp.
 #include "kiln/backend/cpu/cpu_backend.h"
+#include "kiln/backend/weight_image.h"
+#include "kiln/gguf/gguf.h"
 
 #include <fmt/format.h>
 
@@ -51,6 +53,12 @@ std::string CpuBackend::device_name() const {
 }
 
 Status CpuBackend::load_weights(const model::Model& model) {
+  // A GPU weight image keeps GGUF names and types but not GGUF's bytes.
+  if (const std::string layout = image::image_layout(model.file()); !layout.empty())
+    return make_error(fmt::format("{} holds weights in the GPU layout '{}', which the CPU backend "
+                                  "cannot read; serve it with --device cuda, or bake with "
+                                  "--target-arch cpu for CPU serving",
+                                  model.file().path(), layout));
   model_ = &model;
   rope_.init(model.hparams(), model.weights().rope_freqs.data);
   act_ = Activations{};
@@ -90,6 +98,32 @@ Status CpuBackend::copy_kv_block(int32_t src, int32_t dst) {
     return make_error(
         fmt::format("copy_kv_block({}, {}): block ids must be in [0, {})", src, dst, n));
   if (src != dst) kv_.copy_block(src, dst);
+  return Status::success();
+}
+
+namespace {
+
+Status check_kv_block_io(const KvCache& kv, int32_t block, size_t n_bytes, const char* what) {
+  const int32_t n = kv.config().n_blocks;
+  if (!kv.ready() || block < 0 || block >= n)
+    return make_error(fmt::format("{}({}): block id must be in [0, {})", what, block, n));
+  if (n_bytes != kv.block_bytes())
+    return make_error(fmt::format("{}({}): {} bytes given, a KV block is {} bytes", what, block,
+                                  n_bytes, kv.block_bytes()));
+  return Status::success();
+}
+
+}  // namespace
+
+Status CpuBackend::read_kv_block(int32_t block, std::span<uint8_t> out) const {
+  KILN_TRY(check_kv_block_io(kv_, block, out.size(), "read_kv_block"));
+  kv_.read_block(block, out.data());
+  return Status::success();
+}
+
+Status CpuBackend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
+  KILN_TRY(check_kv_block_io(kv_, block, in.size(), "write_kv_block"));
+  kv_.write_block(block, in.data());
   return Status::success();
 }
 

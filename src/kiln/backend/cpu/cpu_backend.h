@@ -73,6 +73,8 @@ class CpuBackend final : public Backend {
   int32_t n_hidden() const override { return n_hidden_; }
   std::span<const float> hidden(int32_t i) const override;
   Status copy_kv_block(int32_t src, int32_t dst) override;
+  Status read_kv_block(int32_t block, std::span<uint8_t> out) const override;
+  Status write_kv_block(int32_t block, std::span<const uint8_t> in) override;
   MemoryReport memory() const override;
 
   MatmulPath path() const { return path_; }

@@ -82,4 +82,22 @@ void KvCache::copy_block(int32_t src, int32_t dst) {
   }
 }
 
+void KvCache::read_block(int32_t block, uint8_t* out) const {
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    std::memcpy(out, k_head(l, block, 0), k_block_stride_);
+    out += k_block_stride_;
+    std::memcpy(out, v_head(l, block, 0), v_block_stride_);
+    out += v_block_stride_;
+  }
+}
+
+void KvCache::write_block(int32_t block, const uint8_t* in) {
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    std::memcpy(k_head(l, block, 0), in, k_block_stride_);
+    in += k_block_stride_;
+    std::memcpy(v_head(l, block, 0), in, v_block_stride_);
+    in += v_block_stride_;
+  }
+}
+
 }  // namespace kiln::cpu

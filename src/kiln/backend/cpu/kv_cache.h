@@ -38,6 +38,12 @@ class KvCache {
   }
 
   void copy_block(int32_t src, int32_t dst);
+  // One block in Backend's canonical format (backend.h): per layer, the K
+  // run [n_head_kv][block_size][row] then the V run; this is the pool's own
+  // layout, so each run is one memcpy. out/in hold block_bytes() bytes.
+  size_t block_bytes() const { return size_t(n_layer_) * (k_block_stride_ + v_block_stride_); }
+  void read_block(int32_t block, uint8_t* out) const;
+  void write_block(int32_t block, const uint8_t* in);
 
  private:
   KvCacheConfig cfg_;
