@@ -401,6 +401,8 @@ TEST(CudaKvBlocks, RoundTripAndCpuComputedPrefixContinuesOnGpu) {
   ASSERT_GE(tokens.size(), size_t(3 * bs));
   const auto blocks = iota_blocks(n_blocks);
   for (KvType kv : {KvType::f16, KvType::q8_0, KvType::fp8}) {
+    // q8_0 K/V rows need head sizes that are multiples of 32.
+    if (kv == KvType::q8_0 && (*model)->hparams().head_dim_k % 32 != 0) continue;
     auto cpu = cpu_reference(**model, n_blocks, bs, kv);
     auto gpu = cuda_backend(**model, kv, n_blocks, bs);
     ASSERT_TRUE(gpu);

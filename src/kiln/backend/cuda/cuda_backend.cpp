@@ -55,8 +55,18 @@ int device_count() {
   return n;
 }
 
+Status CudaBackend::Impl::wait_cublas() {
+  if (!cublas_init.valid()) return cublas ? Status::success() : make_error("cuBLAS is not initialized");
+  return cublas_init.get();
+}
+
 CudaBackend::Impl::~Impl() {
+  if (cublas_init.valid()) cublas_init.wait();
   if (stream) cudaStreamSynchronize(stream);
+  for (int k = 0; k < 2; ++k) {
+    if (kv_pinned[k]) cudaFreeHost(kv_pinned[k]);
+    if (kv_copied[k]) cudaEventDestroy(kv_copied[k]);
+  }
   drop_graphs();
   if (meta_host) cudaFreeHost(meta_host);
   if (logits_host) cudaFreeHost(logits_host);
@@ -89,9 +99,12 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
   impl->n_sms = prop.multiProcessorCount;
   KILN_CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   KILN_CUDA_TRY(cudaEventCreateWithFlags(&impl->meta_done, cudaEventDisableTiming));
-  if (cublasCreate(&impl->cublas) != CUBLAS_STATUS_SUCCESS)
-    return make_error("cuBLAS could not be initialized");
-  cublasSetStream(impl->cublas, impl->stream);
+  impl->cublas_init = std::async(std::launch::async, [p = impl.get()]() -> Status {
+    if (cudaSetDevice(p->opt.device) != cudaSuccess || cublasCreate(&p->cublas) != CUBLAS_STATUS_SUCCESS)
+      return make_error("cuBLAS could not be initialized");
+    cublasSetStream(p->cublas, p->stream);
+    return Status::success();
+  });
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
 
@@ -411,7 +424,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
   s.inv_freq = ib.as<double>();
   s.weight_bufs.push_back(std::move(ib));
   KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
-  return Status::success();
+  return s.wait_cublas();  // it initialized while the weights were copied
 }
 
 // ---- KV cache ----------------------------------------------------------------------
@@ -498,14 +511,35 @@ Status CudaBackend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
   Impl& s = *impl_;
   KILN_TRY(check_kv_io(s, block, in.size()));
   KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
-  if (s.kv_stage.bytes() < in.size() && !s.kv_stage.alloc(in.size()))
-    return make_error("out of GPU memory for KV block staging");
-  // Stream order keeps the staging buffer safe: this copy starts after the
-  // previous block's scatter kernel; the source is free once it returns
-  // (pageable memory is staged by the driver before the call returns).
-  KILN_CUDA_TRY(cudaMemcpyAsync(s.kv_stage.as<void>(), in.data(), in.size(), cudaMemcpyHostToDevice,
-                                s.stream));
-  kv_block_scatter(s.kv, s.model->hparams().n_layer, block, s.kv_stage.as<uint8_t>(), s.stream);
+  const size_t n = in.size();
+  if (s.kv_pinned_bytes < n) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+    for (int k = 0; k < 2; ++k) {
+      if (s.kv_pinned[k]) cudaFreeHost(s.kv_pinned[k]);
+      s.kv_pinned[k] = nullptr;
+    }
+    s.kv_pinned_bytes = 0;
+    for (int k = 0; k < 2; ++k) {
+      KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&s.kv_pinned[k]), n));
+      if (!s.kv_copied[k]) KILN_CUDA_TRY(cudaEventCreateWithFlags(&s.kv_copied[k], cudaEventDisableTiming));
+      KILN_CUDA_TRY(cudaEventRecord(s.kv_copied[k], s.stream));
+    }
+    s.kv_pinned_bytes = n;
+  }
+  if (s.kv_stage.bytes() < 2 * n) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+    if (!s.kv_stage.alloc(2 * n)) return make_error("out of GPU memory for KV block staging");
+  }
+  // Buffer k is free once its previous copy left it; its staging half is
+  // reused in stream order, after the previous scatter from it.
+  const int k = s.kv_next;
+  s.kv_next ^= 1;
+  KILN_CUDA_TRY(cudaEventSynchronize(s.kv_copied[k]));
+  std::memcpy(s.kv_pinned[k], in.data(), n);
+  uint8_t* stage = s.kv_stage.as<uint8_t>() + size_t(k) * n;
+  KILN_CUDA_TRY(cudaMemcpyAsync(stage, s.kv_pinned[k], n, cudaMemcpyHostToDevice, s.stream));
+  KILN_CUDA_TRY(cudaEventRecord(s.kv_copied[k], s.stream));
+  kv_block_scatter(s.kv, s.model->hparams().n_layer, block, stage, s.stream);
   return Status::success();
 }
 

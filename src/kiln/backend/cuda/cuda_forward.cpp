@@ -84,6 +84,7 @@ CudaBackend::Impl::Input CudaBackend::Impl::norm_input(const float* x, const flo
 }
 
 Status CudaBackend::forward(const Batch& batch) {
+  KILN_TRY(impl_->wait_cublas());
   Impl& s = *impl_;
   if (!s.model) return make_error("forward: no model loaded");
   if (!s.kv.base) return make_error("forward: the KV cache is not initialized");

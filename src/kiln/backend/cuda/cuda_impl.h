@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cublas_v2.h>
+
+#include <future>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -82,6 +84,10 @@ struct CudaBackend::Impl {
   int n_sms = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  // cuBLAS initializes on its own thread (tens of ms) while the weights
+  // stream in; everything that uses the handle calls wait_cublas() first.
+  std::future<Status> cublas_init;
+  Status wait_cublas();
   cudaEvent_t meta_done = nullptr;  // the last meta upload has left the pinned buffer
 
   // Weights.
@@ -99,7 +105,13 @@ struct CudaBackend::Impl {
   // KV cache.
   KvCacheConfig kv_cfg;
   DeviceBuffer kv_buf;
-  DeviceBuffer kv_stage;  // one KV block in the canonical format (block I/O)
+  DeviceBuffer kv_stage;  // two KV blocks in the canonical format (block I/O)
+  // Pinned host copies for writing blocks, double-buffered so the host copy
+  // of one block overlaps the DMA of the previous one.
+  uint8_t* kv_pinned[2] = {nullptr, nullptr};
+  cudaEvent_t kv_copied[2] = {nullptr, nullptr};
+  size_t kv_pinned_bytes = 0;
+  int kv_next = 0;
   KvLayout kv;
 
   // Activations for up to `cap` rows.
