@@ -75,6 +75,19 @@ std::optional<ImageLoadInfo> image_load_info(const Backend& be) {
   return std::nullopt;
 }
 
+bool verify_image_while_loading(Backend& be, uint64_t offset, uint64_t body_bytes,
+                                uint64_t chunk_bytes, ChunkVerifier verify) {
+#ifdef KILN_HAVE_CUDA
+  if (auto* c = dynamic_cast<cuda::CudaBackend*>(&be)) {
+    c->set_image_check({offset, body_bytes, chunk_bytes, std::move(verify)});
+    return true;
+  }
+#else
+  (void)be, (void)offset, (void)body_bytes, (void)chunk_bytes, (void)verify;
+#endif
+  return false;
+}
+
 const cpu::CpuBackend* as_cpu(const Backend& be) { return dynamic_cast<const cpu::CpuBackend*>(&be); }
 
 KvType default_kv_type(const Backend& be) {

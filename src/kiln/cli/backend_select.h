@@ -5,7 +5,9 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "kiln/backend/backend.h"
@@ -38,6 +40,13 @@ struct ImageLoadInfo {
   int threads = 0;
 };
 std::optional<ImageLoadInfo> image_load_info(const Backend& be);
+
+// Hands a baked weight image's chunk checksums to a backend that verifies
+// them while it streams the weights (CUDA), so the file is read once. False
+// when the backend cannot: the caller must verify the body itself.
+using ChunkVerifier = std::function<Status(uint64_t i, std::span<const uint8_t> bytes)>;
+bool verify_image_while_loading(Backend& be, uint64_t offset, uint64_t body_bytes,
+                                uint64_t chunk_bytes, ChunkVerifier verify);
 
 bool cuda_built();           // kiln was compiled with the CUDA backend
 std::string default_device(); // "cuda" when built with CUDA and a GPU is present, else "cpu"

@@ -12,6 +12,7 @@
 #include <memory>
 #include <sstream>
 
+#include "kiln/artifact/checksum.h"
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/cli/backend_select.h"
 #include "kiln/cli/commands.h"
@@ -287,7 +288,7 @@ int run_serve(const ServeOptions& o) {
   if (model_path != o.model) timeline.mark("downloaded");
   const auto t_load = Clock::now();
   // A GGUF file, or a baked artifact directory (checksums verified first).
-  auto source = load_model_source(model_path, &timeline, "serve");
+  auto source = load_model_source(model_path, &timeline, "serve", /*defer_image_body=*/true);
   auto made = backend_future.get();
   if (!made) return fail(made.message());
   std::unique_ptr<Backend> backend = std::move(*made);
@@ -301,7 +302,19 @@ int run_serve(const ServeOptions& o) {
   // The tokenizer (a large vocabulary takes ~0.1 s to index) is built while
   // the weights stream to the device.
   auto tok_future = std::async(std::launch::async, [m = model->get()] { return Tokenizer::from_gguf(m->file()); });
+  if (source->image_body_unverified) {
+    // A GPU weight image: its chunk checksums ride along with the loader's
+    // only read of the file; a backend that cannot do that verifies first.
+    const artifact::Integrity* in = &source->artifact->weights_integrity;
+    const std::string name = (*model)->file().path();
+    const bool streamed = verify_image_while_loading(
+        *backend, in->header_bytes, in->body_bytes, in->chunk_size,
+        [in, name](uint64_t i, std::span<const uint8_t> b) { return artifact::verify_chunk(*in, i, b, name); });
+    if (!streamed)
+      if (auto st = verify_image_body(*source); !st) return fail(st.message());
+  }
   if (auto st = backend->load_weights(**model); !st) return fail(st.message());
+  source->image_body_unverified = false;  // verified by the load, or before it
   timeline.mark("weights_uploaded");
   auto tok = tok_future.get();
   if (!tok) return fail(tok.message());

@@ -9,13 +9,17 @@
 #include <nlohmann/json.hpp>
 
 #include "kiln/core/startup_timeline.h"
+#include "kiln/artifact/checksum.h"
+#include "kiln/gguf/gguf.h"
+#include "kiln/core/threadpool.h"
+#include "kiln/backend/weight_image.h"
 #include "kiln/engine/engine.h"
 #include "kiln/model/model.h"
 
 namespace kiln::cli {
 
 Result<ModelSource> load_model_source(const std::string& path, StartupTimeline* timeline,
-                                      const char* command) {
+                                      const char* command, bool defer_image_body) {
   ModelSource src;
   if (!artifact::is_artifact_dir(path)) {
     auto m = model::Model::load(path);
@@ -24,10 +28,17 @@ Result<ModelSource> load_model_source(const std::string& path, StartupTimeline* 
     if (timeline) timeline->mark("weights_read");
     return src;
   }
-  auto a = artifact::open_artifact(path);
+  // Deferred: the trailer, sizes and header are checked here; the body's
+  // chunks are hashed by the GPU loader as it reads them (one read of the
+  // file), or by verify_image_body() when the layout is not the GPU image.
+  auto a = artifact::open_artifact(path, 0, !defer_image_body);
   if (!a) return a.error();
   src.artifact = std::make_unique<artifact::Artifact>(std::move(*a));
   src.model = std::move(src.artifact->model);
+  if (defer_image_body) {
+    src.image_body_unverified = true;
+    if (src.artifact->weights.layout != image::kCudaLayout) KILN_TRY(verify_image_body(src));
+  }
   if (timeline) {
     timeline->mark("weights_read");
     timeline->add("weights_verified", src.artifact->verify_seconds);
@@ -41,6 +52,15 @@ Result<ModelSource> load_model_source(const std::string& path, StartupTimeline* 
              src.artifact->warm->data().prefixes.blocks.size(),
              src.artifact->warm->recorded_outputs().size());
   return src;
+}
+
+Status verify_image_body(ModelSource& src) {
+  if (!src.image_body_unverified) return Status::success();
+  const gguf::File& f = src.model->file();
+  ThreadPool pool(0);
+  KILN_TRY(artifact::verify_integrity(f.bytes(), src.artifact->weights_integrity, pool, f.path(), true));
+  src.image_body_unverified = false;
+  return Status::success();
 }
 
 void adopt_artifact_kv_settings(const std::string& path, KvFlags& f, const char* command) {

@@ -25,12 +25,17 @@ namespace kiln::cli {
 struct ModelSource {
   std::unique_ptr<model::Model> model;
   std::unique_ptr<artifact::Artifact> artifact;  // null for a GGUF file (model moved out of it)
+  // A GPU weight image whose body checksums were left to the loader
+  // (defer_image_body): serve must have them verified before it is ready.
+  bool image_body_unverified = false;
 };
 
 // Loads a GGUF file, or verifies and opens an artifact directory. Marks
 // "weights_read" on the timeline (and adds "weights_verified" for artifacts).
 Result<ModelSource> load_model_source(const std::string& path, StartupTimeline* timeline,
-                                      const char* command);
+                                      const char* command, bool defer_image_body = false);
+// Verifies a deferred weight-image body now (when no loader can do it).
+Status verify_image_body(ModelSource& src);
 
 // The serving KV settings, where flags the user did not give take the
 // artifact's values (a plain `kiln serve --model DIR` just works) and given

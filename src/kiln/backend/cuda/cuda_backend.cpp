@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "kiln/backend/cuda/cuda_compat.h"
 #include "kiln/backend/cuda/cuda_impl.h"
@@ -109,6 +110,8 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
 }
 
 std::string CudaBackend::device_name() const { return impl_->name; }
+void CudaBackend::set_image_check(ImageChunkCheck check) { impl_->image_check = std::move(check); }
+
 int32_t CudaBackend::argmax(int32_t i) const {
   KILN_ASSERT(i >= 0 && i < impl_->n_logits);
   return impl_->argmax_host[i];  // valid once the step is synchronized
@@ -346,21 +349,33 @@ Status CudaBackend::load_weights(const model::Model& model) {
                                   "(it reads '{}'); rebake the artifact with this kiln",
                                   file.path(), layout, image::kCudaLayout));
   if (layout == image::kCudaLayout) {
-    const uint64_t n = file.file_size() - file.data_offset();
+    uint64_t n = file.file_size() - file.data_offset();
+    FileUploadOptions fo;
+    ImageChunkCheck check = std::exchange(s.image_check, ImageChunkCheck{});
+    if (check.verify) {
+      // Verify-while-loading: the checked body is exactly the data section
+      // (the integrity trailer after it is not uploaded).
+      if (check.offset != file.data_offset() || check.body_bytes > n || check.chunk_bytes == 0)
+        return make_error(fmt::format("{}: the checksum layout does not match the weight image; "
+                                      "rebake the artifact",
+                                      file.path()));
+      n = check.body_bytes;
+      fo.chunk_bytes = check.chunk_bytes;
+      fo.on_chunk = std::move(check.verify);
+    }
     DeviceBuffer slab;
     if (!slab.alloc(n))
       return make_error(fmt::format("out of GPU memory: the weights need {:.2f} GiB; use a larger "
                                     "GPU or a smaller quantization",
                                     double(n) / double(1ull << 30)));
-    FileUploadOptions fo;
     fo.device = s.opt.device;
     fo.threads = s.opt.load_threads;
-    fo.chunk_bytes = s.opt.load_chunk_bytes;
+    if (!fo.on_chunk) fo.chunk_bytes = s.opt.load_chunk_bytes;
     fo.direct = s.opt.load_direct;
     auto st = upload_file_range(file.path(), file.data_offset(), n, slab.as<void>(), fo);
     if (!st) return st.error();
     up.host_base = file.bytes().data() + file.data_offset();
-    up.host_end = file.bytes().data() + file.file_size();
+    up.host_end = file.bytes().data() + file.data_offset() + n;
     up.dev_base = slab.as<uint8_t>();
     s.weight_bytes += slab.bytes();
     s.weight_bufs.push_back(std::move(slab));

@@ -10,6 +10,9 @@
 // This header needs no CUDA headers: the implementation is behind Impl.
 #pragma once
 
+#include <functional>
+#include <span>
+#include <utility>
 #include <memory>
 
 #include "kiln/backend/backend.h"
@@ -29,6 +32,16 @@ struct CudaOptions {
   int load_threads = 8;
   size_t load_chunk_bytes = size_t(16) << 20;
   bool load_direct = false;
+};
+
+// Checksums a baked weight image's data section as the loader reads it (the
+// file is then read once): chunk i covers [offset + i * chunk_bytes, ...)
+// within the body_bytes after offset, which must be the GGUF data section.
+struct ImageChunkCheck {
+  uint64_t offset = 0;
+  uint64_t body_bytes = 0;
+  uint64_t chunk_bytes = 0;
+  std::function<Status(uint64_t i, std::span<const uint8_t> bytes)> verify;
 };
 
 // How the last load_weights went (for the start-up breakdown).
@@ -51,6 +64,9 @@ class CudaBackend final : public Backend {
   std::string device_name() const override;
   Status load_weights(const model::Model& model) override;
   const CudaLoadReport& load_report() const;
+  // The next load_weights of a weight image verifies it with `check` while
+  // streaming (and fails on any mismatch) instead of trusting the file.
+  void set_image_check(ImageChunkCheck check);
   Status init_kv_cache(const KvCacheConfig& cfg) override;
   const KvCacheConfig& kv_config() const override;
   Status forward(const Batch& batch) override;

@@ -95,6 +95,7 @@ struct CudaBackend::Impl {
   std::vector<DeviceBuffer> weight_bufs;
   uint64_t weight_bytes = 0;
   CudaLoadReport load_report;
+  ImageChunkCheck image_check;  // empty verify: none
   DeviceMatrix tok_embd;
   LinearGroup output;
   const float* output_norm = nullptr;

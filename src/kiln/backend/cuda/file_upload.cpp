@@ -55,7 +55,9 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
   st.bytes = n;
   if (n == 0) return st;
   const double t0 = now_s();
-  const size_t chunk = std::max<size_t>(opt.chunk_bytes / kDirectAlign * kDirectAlign, kDirectAlign);
+  // Chunks stay exactly chunk_bytes when a checker relies on their bounds.
+  const size_t chunk = opt.on_chunk ? opt.chunk_bytes
+                                    : std::max<size_t>(opt.chunk_bytes / kDirectAlign * kDirectAlign, kDirectAlign);
   const uint64_t n_chunks = (n + chunk - 1) / chunk;
   const int n_threads = int(std::clamp<uint64_t>(uint64_t(std::max(opt.threads, 1)), 1, n_chunks));
   st.threads = n_threads;
@@ -117,6 +119,16 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
         got += size_t(r);
       }
       rd.read_s += now_s() - r0;
+      if (opt.on_chunk) {
+        // The hash reads the pinned buffer while the DMA reads it too.
+        if (cudaMemcpyAsync(static_cast<uint8_t*>(dst) + (begin - offset), buf + skew, len,
+                            cudaMemcpyHostToDevice, rd.stream) != cudaSuccess ||
+            cudaEventRecord(rd.done[k], rd.stream) != cudaSuccess)
+          return fail("cudaMemcpyAsync failed while loading weights");
+        rd.used[k] = true;
+        if (Status st = opt.on_chunk(i, {buf + skew, size_t(len)}); !st) return fail(st.message());
+        continue;
+      }
       if (cudaMemcpyAsync(static_cast<uint8_t*>(dst) + (begin - offset), buf + skew, len,
                           cudaMemcpyHostToDevice, rd.stream) != cudaSuccess ||
           cudaEventRecord(rd.done[k], rd.stream) != cudaSuccess)

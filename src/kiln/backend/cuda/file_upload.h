@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 
 #include "kiln/core/status.h"
@@ -18,6 +20,11 @@ struct FileUploadOptions {
   int threads = 8;              // reader threads, each with its own stream
   size_t chunk_bytes = 16 << 20;  // bytes per pread / copy
   bool direct = false;          // O_DIRECT: bypass the page cache (cold files, no double caching)
+  // Called on the reader thread for every chunk right after it is read
+  // (chunk i = bytes [offset + i * chunk_bytes, ...)), while its copy runs:
+  // lets a checksum ride along with the only read of the file. An error
+  // stops the upload and is returned.
+  std::function<Status(uint64_t i, std::span<const uint8_t> bytes)> on_chunk;
 };
 
 struct FileUploadStats {
