@@ -112,6 +112,22 @@ class Bake(unittest.TestCase):
             s.terminate()
         self.assertEqual(baked["choices"][0]["text"], plain["choices"][0]["text"])
 
+    def test_recorded_outputs_seed_the_exact_cache(self):
+        rec = [o for o in warm_json(self.a)["outputs"]
+               if o["request"].get("prompt") == PREAMBLE][0]
+        req = {"prompt": PREAMBLE, "temperature": 0, "max_tokens": rec["sampling"]["max_tokens"]}
+        kiln_server.MODEL = self.a
+        try:
+            with Server(cache=True) as s:
+                self.assertIn("exact cache seeded with 2 of 2 recorded outputs", s.output())
+                st, body, headers = s.request("POST", "/v1/completions", req)
+                self.assertEqual(st, 200, body)
+                self.assertEqual(headers.getheader("x-kiln-cache"), "exact")
+                self.assertEqual(json.loads(body)["choices"][0]["text"], rec["text"])
+                s.terminate()
+        finally:
+            kiln_server.MODEL = MODEL
+
     def test_contradicting_flags_are_refused(self):
         rc, err = serve_fails(self.a, "--kv-type", "fp8", "--ctx-size", "512")
         self.assertNotEqual(rc, 0)

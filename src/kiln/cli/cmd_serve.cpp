@@ -17,6 +17,7 @@
 #include "kiln/cli/backend_select.h"
 #include "kiln/cli/commands.h"
 #include "kiln/cli/serve_cache.h"
+#include "kiln/server/response_caching.h"
 #include "kiln/cli/demo_model.h"
 #include "kiln/cli/model_source.h"
 #include "kiln/core/startup_timeline.h"
@@ -440,6 +441,34 @@ int run_serve(const ServeOptions& o) {
                          serve_fingerprint(model_path, backend->name(), o.kv_type, o.ctx_size,
                                            template_source)});
     server::register_cache_metrics(metrics.registry(), **response_cache);
+    // A baked artifact's recorded warm-prompt answers seed the exact cache,
+    // so the first identical request after start is answered from it.
+    if (source->artifact && source->artifact->warm) {
+      int seeded = 0;
+      std::string first_why;
+      for (const auto& r : source->artifact->warm->recorded_outputs()) {
+        const server::Api api =
+            r.request.contains("messages") ? server::Api::chat : server::Api::completions;
+        // The line as written plus the sampling bake actually used (e.g. its
+        // greedy default), so the key is that of a request stating them.
+        nlohmann::json req = r.request;
+        if (r.sampling.is_object())
+          for (const auto& [k, v] : r.sampling.items())
+            if (!req.contains(k) && !v.is_null()) req[k] = v;
+        std::string why;
+        if (server::seed_from_request(router.cache_context(), *tok, req, r.prompt,
+                                      server::make_record(api, {{r.text, r.finish_reason}},
+                                                          r.prompt_tokens, r.completion_tokens),
+                                      &why))
+          ++seeded;
+        else if (first_why.empty())
+          first_why = why;
+      }
+      const size_t n = source->artifact->warm->recorded_outputs().size();
+      if (n > 0)
+        fmt::print(stderr, "kiln serve: exact cache seeded with {} of {} recorded outputs{}\n",
+                   seeded, n, first_why.empty() ? "" : " (not cacheable: " + first_why + ")");
+    }
     fmt::print(stderr, "kiln serve: response cache: exact{}{}{} ({} entries loaded)\n",
                (*response_cache)->semantic_enabled() ? " + semantic" : "",
                o.cache.dir.empty() ? "" : ", --cache-dir " + o.cache.dir,
