@@ -109,17 +109,19 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     cudaStream_t st = nullptr;
     void* buf = nullptr;
     constexpr int kDim = 256;  // same types and transposes as kernels/gemm.cu
+    // Stream-ordered allocation: cudaMalloc/cudaFree would synchronize the
+    // device and stall the weight copies running meanwhile.
     if (cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
-        cudaMalloc(&buf, size_t(kDim) * kDim * (2 + 2 + 4)) == cudaSuccess) {
+        cudaMallocAsync(&buf, size_t(kDim) * kDim * (2 + 2 + 4), st) == cudaSuccess) {
       cublasSetStream(p->cublas, st);
       const float alpha = 1.0f, beta = 0.0f;
       auto* a = static_cast<uint8_t*>(buf);
       cublasGemmEx(p->cublas, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, a, CUDA_R_16F, kDim,
                    a + size_t(kDim) * kDim * 2, CUDA_R_16F, kDim, &beta, a + size_t(kDim) * kDim * 4,
                    CUDA_R_32F, kDim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      cudaFreeAsync(buf, st);
       cudaStreamSynchronize(st);
     }
-    if (buf) cudaFree(buf);
     if (st) cudaStreamDestroy(st);
     (void)cudaGetLastError();  // a failed warm-up call must not leave a sticky error
     cublasSetStream(p->cublas, p->stream);
