@@ -63,6 +63,7 @@ Status CudaBackend::Impl::wait_cublas() {
 
 CudaBackend::Impl::~Impl() {
   if (cublas_init.valid()) cublas_init.wait();
+  if (gemm_warm.valid()) gemm_warm.wait();
   if (stream) cudaStreamSynchronize(stream);
   for (int k = 0; k < 2; ++k) {
     if (kv_pinned[k]) cudaFreeHost(kv_pinned[k]);
@@ -103,27 +104,6 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
   impl->cublas_init = std::async(std::launch::async, [p = impl.get()]() -> Status {
     if (cudaSetDevice(p->opt.device) != cudaSuccess || cublasCreate(&p->cublas) != CUBLAS_STATUS_SUCCESS)
       return make_error("cuBLAS could not be initialized");
-    // cuBLAS loads its GEMM kernels and heuristics on the first call (tens
-    // of ms): make that call here, on a private stream while the weights
-    // stream in, not in the first request with more than 8 prompt rows.
-    cudaStream_t st = nullptr;
-    void* buf = nullptr;
-    constexpr int kDim = 256;  // same types and transposes as kernels/gemm.cu
-    // Stream-ordered allocation: cudaMalloc/cudaFree would synchronize the
-    // device and stall the weight copies running meanwhile.
-    if (cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
-        cudaMallocAsync(&buf, size_t(kDim) * kDim * (2 + 2 + 4), st) == cudaSuccess) {
-      cublasSetStream(p->cublas, st);
-      const float alpha = 1.0f, beta = 0.0f;
-      auto* a = static_cast<uint8_t*>(buf);
-      cublasGemmEx(p->cublas, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, a, CUDA_R_16F, kDim,
-                   a + size_t(kDim) * kDim * 2, CUDA_R_16F, kDim, &beta, a + size_t(kDim) * kDim * 4,
-                   CUDA_R_32F, kDim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-      cudaFreeAsync(buf, st);
-      cudaStreamSynchronize(st);
-    }
-    if (st) cudaStreamDestroy(st);
-    (void)cudaGetLastError();  // a failed warm-up call must not leave a sticky error
     cublasSetStream(p->cublas, p->stream);
     return Status::success();
   });
@@ -460,7 +440,34 @@ Status CudaBackend::load_weights(const model::Model& model) {
   s.inv_freq = ib.as<double>();
   s.weight_bufs.push_back(std::move(ib));
   KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
-  return s.wait_cublas();  // it initialized while the weights were copied
+  KILN_TRY(s.wait_cublas());  // it initialized while the weights were copied
+  // cuBLAS loads its GEMM kernels and heuristics on the first call (40+ ms on
+  // an H100): make that call in the background now, off the start-up path
+  // (the warm-up and short prompts use the matvec kernels), so the first
+  // request with more than matvec_max_rows prompt rows does not pay it.
+  s.gemm_warm = std::async(std::launch::async, [dev = s.opt.device] {
+    cudaSetDevice(dev);
+    cublasHandle_t h = nullptr;
+    cudaStream_t st = nullptr;
+    void* buf = nullptr;
+    constexpr int kDim = 256;  // same types and transposes as kernels/gemm.cu
+    if (cublasCreate(&h) == CUBLAS_STATUS_SUCCESS &&
+        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
+        cudaMallocAsync(&buf, size_t(kDim) * kDim * (2 + 2 + 4), st) == cudaSuccess) {
+      cublasSetStream(h, st);
+      const float alpha = 1.0f, beta = 0.0f;
+      auto* m = static_cast<uint8_t*>(buf);
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, m, CUDA_R_16F, kDim,
+                   m + size_t(kDim) * kDim * 2, CUDA_R_16F, kDim, &beta, m + size_t(kDim) * kDim * 4,
+                   CUDA_R_32F, kDim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      cudaFreeAsync(buf, st);
+      cudaStreamSynchronize(st);
+    }
+    if (st) cudaStreamDestroy(st);
+    if (h) cublasDestroy(h);
+    (void)cudaGetLastError();  // a failed warm-up call must not leave a sticky error
+  });
+  return Status::success();
 }
 
 // ---- KV cache ----------------------------------------------------------------------

@@ -87,6 +87,7 @@ struct CudaBackend::Impl {
   // cuBLAS initializes on its own thread (tens of ms) while the weights
   // stream in; everything that uses the handle calls wait_cublas() first.
   std::future<Status> cublas_init;
+  std::future<void> gemm_warm;  // first cuBLAS GEMM, run in the background after loading
   Status wait_cublas();
   cudaEvent_t meta_done = nullptr;  // the last meta upload has left the pinned buffer
 
