@@ -146,7 +146,12 @@ def start(kiln, artifact, port, extra):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = []
     threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
-    t_ready = wait_ready(port, proc)
+    try:
+        t_ready = wait_ready(port, proc)
+    except RuntimeError:
+        time.sleep(0.2)
+        print("".join(log[-40:]), file=sys.stderr)
+        raise
     return proc, t_ready - t0, log
 
 

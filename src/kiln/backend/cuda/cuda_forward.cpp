@@ -132,10 +132,11 @@ Status CudaBackend::forward(const Batch& batch) {
   KILN_TRY(s.reserve_meta(m.size()));
   KILN_TRY(s.reserve_rows(n));
   KILN_TRY(s.reserve_logits(n_logits));
-  if (!s.use_matvec(n)) {
-    if (s.gemm_warm.valid()) s.gemm_warm.wait();  // cuBLAS's kernels are loaded
-    KILN_TRY(s.ensure_w16());
-  }
+  // The background cuBLAS warm-up (load_weights) must be over before a GEMM
+  // and before any graph capture: its handle set-up and teardown may
+  // synchronize the device, which would invalidate a capture.
+  if (s.gemm_warm.valid() && (!s.use_matvec(n) || s.opt.use_graphs)) s.gemm_warm.wait();
+  if (!s.use_matvec(n)) KILN_TRY(s.ensure_w16());
   KILN_CUDA_TRY(cudaEventSynchronize(s.meta_done));  // the previous upload has left meta_host
   std::copy(m.begin(), m.end(), s.meta_host);
   KILN_CUDA_TRY(cudaMemcpyAsync(s.meta_dev.as<void>(), s.meta_host, m.size() * 4,
