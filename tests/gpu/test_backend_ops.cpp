@@ -80,6 +80,7 @@ int32_t ref_argmax(const float* v, int64_t n) {
 }
 
 TEST(CudaOps, ArgmaxRowsMatchesHostRules) {
+  KILN_REQUIRE_GPU();
   for (int64_t n : {7, 1000, 128256}) {
     std::vector<std::vector<float>> rows;
     for (int k = 0; k < 4; ++k) rows.push_back(uniform(size_t(n), -30.0f, 30.0f));
