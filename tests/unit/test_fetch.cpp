@@ -29,6 +29,8 @@
 
 namespace fs = std::filesystem;
 using namespace kiln::fetch;
+using kiln::base64_decode;
+using kiln::base64_encode;
 using kiln::test::FetchTestServer;
 
 namespace {

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "kiln/core/base64.h"
+
 // Inline: no link dependency on libxxhash for one function.
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -37,59 +39,6 @@ void l2_normalize(std::vector<float>& v) {
   for (auto& x : v) x = float(x * inv);
 }
 
-namespace {
-
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string b64_encode(const uint8_t* p, size_t n) {
-  std::string out;
-  out.reserve((n + 2) / 3 * 4);
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = uint32_t(p[i]) << 16;
-    if (i + 1 < n) v |= uint32_t(p[i + 1]) << 8;
-    if (i + 2 < n) v |= p[i + 2];
-    out += kB64[(v >> 18) & 63];
-    out += kB64[(v >> 12) & 63];
-    out += i + 1 < n ? kB64[(v >> 6) & 63] : '=';
-    out += i + 2 < n ? kB64[v & 63] : '=';
-  }
-  return out;
-}
-
-bool b64_decode(std::string_view s, std::vector<uint8_t>& out) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  if (s.size() % 4) return false;
-  out.clear();
-  for (size_t i = 0; i < s.size(); i += 4) {
-    uint32_t v = 0;
-    int pad = 0;
-    for (int j = 0; j < 4; ++j) {
-      const char c = s[i + size_t(j)];
-      if (c == '=') {
-        ++pad;
-        v <<= 6;
-        continue;
-      }
-      const int x = val(c);
-      if (x < 0 || pad) return false;
-      v = (v << 6) | uint32_t(x);
-    }
-    out.push_back(uint8_t(v >> 16));
-    if (pad < 2) out.push_back(uint8_t(v >> 8));
-    if (pad < 1) out.push_back(uint8_t(v));
-  }
-  return true;
-}
-
-}  // namespace
-
 std::string entry_to_json(const CacheEntry& e) {
   nlohmann::json j;
   j["kind"] = kind_name(e.kind);
@@ -100,7 +49,7 @@ std::string entry_to_json(const CacheEntry& e) {
     j["partition"] = e.partition;
     j["text"] = e.text;
     static_assert(sizeof(float) == 4);
-    j["vec"] = b64_encode(reinterpret_cast<const uint8_t*>(e.vec.data()), e.vec.size() * 4);
+    j["vec"] = base64_encode({reinterpret_cast<const uint8_t*>(e.vec.data()), e.vec.size() * 4});
   }
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -123,11 +72,11 @@ Result<CacheEntry> entry_from_json(std::string_view text) {
     if (e.kind == CacheKind::semantic) {
       e.partition = j.at("partition").get<std::string>();
       e.text = j.at("text").get<std::string>();
-      std::vector<uint8_t> raw;
-      if (!b64_decode(j.at("vec").get<std::string>(), raw) || raw.size() % 4 || raw.empty())
+      const auto raw = base64_decode(j.at("vec").get<std::string>());
+      if (!raw || raw->size() % 4 || raw->empty())
         return make_error("cache entry: 'vec' is not base64 of float32 values");
-      e.vec.resize(raw.size() / 4);
-      std::memcpy(e.vec.data(), raw.data(), raw.size());
+      e.vec.resize(raw->size() / 4);
+      std::memcpy(e.vec.data(), raw->data(), raw->size());
     }
   } catch (const nlohmann::json::exception& ex) {
     return make_error(std::string("cache entry: ") + ex.what());

@@ -79,58 +79,6 @@ std::string Digester::names() const {
   return s;
 }
 
-namespace {
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-int b64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-}  // namespace
-
-Result<std::string> base64_decode(const std::string& s) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t i = 0;
-  for (; i < s.size() && s[i] != '='; ++i) {
-    const int v = b64_value(s[i]);
-    if (v < 0) return make_error("invalid base64 '" + s + "'");
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(char((acc >> bits) & 0xFF));
-    }
-  }
-  for (; i < s.size(); ++i)
-    if (s[i] != '=') return make_error("invalid base64 '" + s + "' (data after padding)");
-  return out;
-}
-
-std::string base64_encode(const std::string& bytes) {
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 |
-                       uint8_t(bytes[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(kB64[(v >> (6 * k)) & 63]);
-  }
-  const size_t rest = bytes.size() - i;
-  if (rest) {
-    uint32_t v = uint32_t(uint8_t(bytes[i])) << 16;
-    if (rest == 2) v |= uint32_t(uint8_t(bytes[i + 1])) << 8;
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? kB64[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
 std::string to_hex(const std::string& bytes) {
   static const char* d = "0123456789abcdef";
   std::string s;

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "kiln/core/base64.h"  // base64_encode / base64_decode
 #include "kiln/core/status.h"
 
 namespace kiln::fetch {
@@ -42,8 +43,6 @@ class Digester {
 };
 
 // Base64 (RFC 4648, with padding) as GCS sends `crc32c` and `md5Hash`.
-Result<std::string> base64_decode(const std::string& s);
-std::string base64_encode(const std::string& bytes);
 std::string to_hex(const std::string& bytes);
 // Hex digits (either case) to bytes; empty optional when malformed.
 std::optional<std::string> from_hex(const std::string& hex);

@@ -26,33 +26,6 @@ std::optional<ApiError> parse_embedding_request(const Json& body, EmbeddingReque
   return std::nullopt;
 }
 
-std::string base64_encode(std::span<const uint8_t> b) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((b.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= b.size(); i += 3) {
-    const uint32_t v = uint32_t(b[i]) << 16 | uint32_t(b[i + 1]) << 8 | b[i + 2];
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (i + 1 == b.size()) {
-    const uint32_t v = uint32_t(b[i]) << 16;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == b.size()) {
-    const uint32_t v = uint32_t(b[i]) << 16 | uint32_t(b[i + 1]) << 8;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
 
 std::string embedding_response(const std::string& model,
                                const std::vector<std::vector<float>>& vectors, bool base64,

@@ -7,6 +7,7 @@
 #include <span>
 #include <variant>
 
+#include "kiln/core/base64.h"
 #include "kiln/server/admission.h"
 #include "kiln/server/engine_hooks.h"
 #include "kiln/server/http_types.h"
@@ -35,6 +36,6 @@ std::variant<std::shared_ptr<BodyProducer>, ApiError> start_embeddings(
     std::string model, Admission::Permit permit);
 
 // Standard base64 (RFC 4648, with padding) of raw bytes.
-std::string base64_encode(std::span<const uint8_t> bytes);
+using kiln::base64_encode;  // the float32 bytes of `encoding_format: base64`
 
 }  // namespace kiln::server
