@@ -309,13 +309,7 @@ HttpResponse Router::chat_completions(const HttpRequest& req) {
   spec.log_entry["params"] = params_for_log(spec.gen);
   spec.log_entry["user"] = spec.gen.user;
   const ChatView view{cr.messages, cr.tools, cr.template_vars, cr.add_generation_prompt};
-  CacheDeal deal(cache_, spec, &view);
-  if (auto hit = deal.lookup(spec, log_)) return std::move(*hit);
-  deal.arm(spec);
-  HttpResponse r = producer_response(start_generation({*engine_, *tokenizer_, metrics_, log_},
-                                                      std::move(spec), std::move(permit)));
-  if (!deal.header().empty()) r.headers.emplace_back(kCacheHeader, deal.header());
-  return r;
+  return generate(std::move(spec), std::move(permit), &view);
 }
 
 HttpResponse Router::completions(const HttpRequest& req) {
@@ -351,7 +345,11 @@ HttpResponse Router::completions(const HttpRequest& req) {
   spec.log_entry["prompt"] = logged.size() == 1 ? logged[0] : logged;
   spec.log_entry["params"] = params_for_log(spec.gen);
   spec.log_entry["user"] = spec.gen.user;
-  CacheDeal deal(cache_, spec, nullptr);
+  return generate(std::move(spec), std::move(permit), nullptr);
+}
+
+HttpResponse Router::generate(GenerationSpec spec, Admission::Permit permit, const ChatView* chat) {
+  CacheDeal deal(cache_, spec, chat);
   if (auto hit = deal.lookup(spec, log_)) return std::move(*hit);
   deal.arm(spec);
   HttpResponse r = producer_response(start_generation({*engine_, *tokenizer_, metrics_, log_},

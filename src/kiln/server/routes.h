@@ -65,6 +65,9 @@ class Router {
   HttpResponse route(const HttpRequest& req);
   HttpResponse chat_completions(const HttpRequest& req);
   HttpResponse completions(const HttpRequest& req);
+  // Both generation endpoints end here: answer from the response cache, or
+  // start the generation (armed to fill the cache) and say what happened.
+  HttpResponse generate(GenerationSpec spec, Admission::Permit permit, const ChatView* chat);
   HttpResponse embeddings(const HttpRequest& req);
   HttpResponse tokenize(const HttpRequest& req);
   HttpResponse detokenize(const HttpRequest& req);
