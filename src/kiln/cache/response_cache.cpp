@@ -130,8 +130,7 @@ void ResponseCache::store_semantic(const std::string& partition, std::string tex
   e.partition = partition;
   e.key = SemanticCache::entry_key(partition, text);
   e.text = std::move(text);
-  l2_normalize(vec);
-  e.vec = std::move(vec);
+  e.vec = std::move(vec);  // normalized by SemanticCache::insert, here and on every receiver
   e.payload = std::move(payload);
   const int64_t now = unix_ms_now();
   if (cfg_.limits.ttl_ms > 0) e.expires_ms = now + cfg_.limits.ttl_ms;
