@@ -200,6 +200,16 @@ struct Uploader {
     return d;
   }
 
+  // The GGUF rows of `ms`, one after another, to device memory at dst.
+  static Status copy_rows(const std::vector<const model::Matrix*>& ms, uint8_t* dst) {
+    for (const auto* m : ms) {
+      const size_t bytes = size_t(m->n_out) * m->row_stride();
+      KILN_CUDA_TRY(cudaMemcpy(dst, m->data, bytes, cudaMemcpyHostToDevice));
+      dst += bytes;
+    }
+    return Status::success();
+  }
+
   // Uploads one run (matrices of one type and input width, rows stacked).
   Result<DeviceMatrix> run(const image::Run& r) {
     if (dev_base) return bind(r);
@@ -214,12 +224,7 @@ struct Uploader {
     if (!r.planar) {
       DeviceBuffer b;
       if (!b.alloc(raw_bytes)) return make_error(fmt::format("out of GPU memory uploading {}", m0.name));
-      size_t off = 0;
-      for (const auto* m : ms) {
-        const size_t bytes = size_t(m->n_out) * m->row_stride();
-        KILN_CUDA_TRY(cudaMemcpy(b.as<uint8_t>() + off, m->data, bytes, cudaMemcpyHostToDevice));
-        off += bytes;
-      }
+      KILN_TRY(copy_rows(ms, b.as<uint8_t>()));
       d.data = b.as<uint8_t>();
       d.row_stride = m0.row_stride();
       impl.weight_bytes += b.bytes();
@@ -228,12 +233,7 @@ struct Uploader {
     }
     if (staging.bytes() < raw_bytes && !staging.alloc(raw_bytes))
       return make_error(fmt::format("out of GPU memory staging {}", m0.name));
-    size_t off = 0;
-    for (const auto* m : ms) {
-      const size_t bytes = size_t(m->n_out) * m->row_stride();
-      KILN_CUDA_TRY(cudaMemcpy(staging.as<uint8_t>() + off, m->data, bytes, cudaMemcpyHostToDevice));
-      off += bytes;
-    }
+    KILN_TRY(copy_rows(ms, staging.as<uint8_t>()));
     const size_t q_row = r.row_stride();
     DeviceBuffer q, s;
     if (!q.alloc(q_row * size_t(n_out)) || !s.alloc(size_t(n_out) * size_t(m0.n_in / 32) * 2))

@@ -119,21 +119,14 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
         got += size_t(r);
       }
       rd.read_s += now_s() - r0;
-      if (opt.on_chunk) {
-        // The hash reads the pinned buffer while the DMA reads it too.
-        if (cudaMemcpyAsync(static_cast<uint8_t*>(dst) + (begin - offset), buf + skew, len,
-                            cudaMemcpyHostToDevice, rd.stream) != cudaSuccess ||
-            cudaEventRecord(rd.done[k], rd.stream) != cudaSuccess)
-          return fail("cudaMemcpyAsync failed while loading weights");
-        rd.used[k] = true;
-        if (Status st = opt.on_chunk(i, {buf + skew, size_t(len)}); !st) return fail(st.message());
-        continue;
-      }
       if (cudaMemcpyAsync(static_cast<uint8_t*>(dst) + (begin - offset), buf + skew, len,
                           cudaMemcpyHostToDevice, rd.stream) != cudaSuccess ||
           cudaEventRecord(rd.done[k], rd.stream) != cudaSuccess)
         return fail("cudaMemcpyAsync failed while loading weights");
       rd.used[k] = true;
+      // A checksum reads the pinned buffer while the DMA reads it too.
+      if (opt.on_chunk)
+        if (Status st = opt.on_chunk(i, {buf + skew, size_t(len)}); !st) return fail(st.message());
     }
     if (cudaStreamSynchronize(rd.stream) != cudaSuccess) fail("a host-to-device copy failed");
   };

@@ -17,6 +17,16 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 
+// The best (value, index) of the warp, in every lane.
+__device__ __forceinline__ void warp_best(float& bv, int& bi) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ logits, int64_t n,
                                                           int32_t* __restrict__ out) {
   pdl_trigger();
@@ -28,12 +38,7 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restric
     const float v = row[i];
     if (better(v, int(i), bv, bi)) bv = v, bi = int(i);
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
-  }
+  warp_best(bv, bi);
   __shared__ float sv[kThreads / 32];
   __shared__ int si[kThreads / 32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -42,12 +47,7 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restric
   if (warp == 0) {
     bv = lane < kThreads / 32 ? sv[lane] : __int_as_float(0x7fc00000);
     bi = lane < kThreads / 32 ? si[lane] : INT_MAX;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
-    }
+    warp_best(bv, bi);
     if (lane == 0) out[blockIdx.x] = bi == INT_MAX ? 0 : bi;
   }
 }
