@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "gpu_test_util.h"
 #include "kiln/backend/cpu/attention.h"
@@ -24,6 +26,7 @@
 #include "kiln/backend/cuda/kernels/embed.cuh"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
+#include "kiln/backend/cuda/kernels/mma.cuh"
 #include "kiln/backend/cuda/kernels/norm.cuh"
 #include "kiln/backend/cuda/kernels/repack.cuh"
 #include "kiln/backend/cuda/kernels/rope_kv.cuh"
@@ -279,6 +282,64 @@ TEST_P(CudaMatvec, AllPathsMatchReference) {
   });
   x = x_saved;
   cublasDestroy(h);
+}
+
+// ---- tensor-core path (q4_0 / q8_0, f16 activations) -------------------------------------
+
+// Shapes cover: one and several batch tiles (n8 tiles 1/2/4/8, > 64 rows),
+// output rows past the last full 128-row block, a K tail shorter than the
+// q4_0 tile (384 = 256 + 128), and split-K (2048 inputs over a small grid),
+// each with and without bias / accumulation.
+TEST(CudaOps, MmaMatchesReference) {
+  KILN_REQUIRE_GPU();
+  int n_sms = 0;
+  cudaDeviceGetAttribute(&n_sms, cudaDevAttrMultiProcessorCount, 0);
+  for (DType t : {DType::Q4_0, DType::Q8_0}) {
+    for (const auto& [n_in, n_out] : {std::pair<int64_t, int64_t>{384, 157}, {2048, 300}, {512, 1030}}) {
+      const QuantMatrix m = random_matrix(t, n_in, n_out);
+      DevVec<uint8_t> raw(m.raw), rq(size_t(n_out * n_in));
+      DevVec<uint16_t> rs(size_t(n_out * n_in / 32));
+      cuda::repack_rows(t, raw.get(), n_in, n_out, rq.get(), rs.get(), nullptr);
+      const DeviceMatrix dr{t, n_in, n_out, rq.get(), rs.get(), size_t(t == DType::Q4_0 ? n_in / 2 : n_in)};
+      ASSERT_TRUE(cuda::mma_supported(dr));
+      const size_t max_rows = 130;
+      auto x = uniform(max_rows * size_t(n_in));
+      const auto bias = uniform(size_t(n_out));
+      const auto y0 = uniform(max_rows * size_t(n_out));
+      DevVec<float> dx(x), dbias(bias), dy(max_rows * size_t(n_out));
+      DevVec<uint16_t> x16(max_rows * size_t(n_in));
+      cuda::convert_f32_f16(dx.get(), n_in, int64_t(max_rows), n_in, x16.get(), nullptr);
+      for (size_t rows : {1, 5, 9, 17, 33, 64, 70, 130}) {
+        for (bool acc : {false, true}) {
+          DevVec<float> part(std::max<size_t>(1, cuda::mma_partial_floats(dr, int64_t(rows), n_sms)));
+          std::vector<float> init(max_rows * size_t(n_out), kNaN);  // poison: every output written
+          if (acc) init = y0;
+          dy.upload(init);
+          cuda::linear_mma(dr, x16.get(), n_in, int64_t(rows), dy.get(), n_out, acc ? dbias.get() : nullptr, acc,
+                           part.get(), n_sms, nullptr);
+          auto got = dy.download();
+          got.resize(rows * size_t(n_out));
+          const auto ref = ref_linear(m, x, rows, acc ? &bias : nullptr, acc ? &y0 : nullptr);
+          expect_close("mma_f16", std::string(dtype_name(t)) + " " + std::to_string(n_in) + "x" +
+                                      std::to_string(n_out) + " rows=" + std::to_string(rows) +
+                                      (acc ? " +bias +=" : ""),
+                       compare(got, ref), kRounded);
+        }
+      }
+      // A NaN in one activation row makes that output row NaN, the others stay finite.
+      auto xn = x;
+      xn[size_t(n_in) + 7] = kNaN;
+      dx.upload(xn);
+      cuda::convert_f32_f16(dx.get(), n_in, int64_t(max_rows), n_in, x16.get(), nullptr);
+      DevVec<float> part(std::max<size_t>(1, cuda::mma_partial_floats(dr, 9, n_sms)));
+      dy.poison();
+      cuda::linear_mma(dr, x16.get(), n_in, 9, dy.get(), n_out, nullptr, false, part.get(), n_sms, nullptr);
+      auto got = dy.download();
+      got.resize(9 * size_t(n_out));
+      const auto ref = ref_linear(m, xn, 9, nullptr, nullptr);
+      expect_close("mma_f16", std::string(dtype_name(t)) + " NaN in row 1", compare(got, ref), kRounded);
+    }
+  }
 }
 
 // ---- embedding gather ------------------------------------------------------------------
@@ -673,7 +734,9 @@ double time_us(int reps, F&& fn) {
     cudaEventRecord(a);
     fn(i);
     cudaEventRecord(b);
-    cudaEventSynchronize(b);
+    const cudaError_t err = cudaEventSynchronize(b);  // a faulting kernel fails here, not later
+    EXPECT_EQ(err, cudaSuccess) << cudaGetErrorString(err);
+    if (err != cudaSuccess) std::abort();
     float ms = 0;
     cudaEventElapsedTime(&ms, a, b);
     if (i >= 3) t.push_back(double(ms) * 1e3);  // 3 warm-ups
@@ -685,6 +748,65 @@ double time_us(int reps, F&& fn) {
 }
 
 }  // namespace bench
+
+// Batched linear layers of the 8B shapes: tensor-core kernel (mma) against
+// dequantize + cuBLAS, rows 16..512; picks CudaOptions::mma_max_rows.
+TEST(CudaOpsBench, BatchedShapesLlama3_8B) {
+  KILN_REQUIRE_GPU();
+  using namespace bench;
+  int n_sms = 0;
+  cudaDeviceGetAttribute(&n_sms, cudaDevAttrMultiProcessorCount, 0);
+  const int64_t e = 4096, ff = 14336;
+  struct Shape {
+    const char* name;
+    int64_t n_in, n_out;
+  };
+  const Shape shapes[] = {{"qkv 4096->6144", e, 6144}, {"wo 4096->4096", e, e},
+                          {"gate|up 4096->28672", e, 2 * ff}, {"down 14336->4096", ff, e}};
+  const int64_t max_rows = 512;
+  DevVec<float> x(size_t(max_rows * ff)), y(size_t(max_rows * 2 * ff));
+  x.upload(uniform(x.size()));
+  DevVec<uint16_t> x16(size_t(max_rows * ff)), w16(size_t(64) << 20);
+  cuda::convert_f32_f16(x.get(), ff, max_rows, ff, x16.get(), nullptr);
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const cuda::GemmWorkspace ws{w16.get(), w16.size(), x16.get(), x16.size()};
+  for (const Shape& s : shapes) {
+    const size_t bytes = size_t(s.n_in * s.n_out) / 32 * 18;
+    const int n_copies = int(std::max<size_t>(1, std::min<size_t>(4, (size_t(256) << 20) / bytes + 1)));
+    std::vector<std::unique_ptr<Q4Matrix>> ms;
+    for (int c = 0; c < n_copies; ++c) ms.push_back(std::make_unique<Q4Matrix>(s.n_in, s.n_out, 11 + c));
+    for (int64_t rows : {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}) {
+      DevVec<float> part(std::max<size_t>(1, cuda::mma_partial_floats(ms[0]->m, rows, n_sms)));
+      const double us_mma = time_us(10, [&](int i) {
+        cuda::linear_mma(ms[size_t(i % n_copies)]->m, x16.get(), s.n_in, rows, y.get(), s.n_out, nullptr, false,
+                         part.get(), n_sms, nullptr);
+      });
+      const double us_gemm = time_us(10, [&](int i) {
+        cuda::linear_gemm(h, ms[size_t(i % n_copies)]->m, x.get(), s.n_in, rows, y.get(), s.n_out, nullptr,
+                          false, ws, nullptr);
+      });
+      const double flop = 2.0 * double(rows) * double(s.n_in) * double(s.n_out);
+      std::printf("[ bench          ] q4_0 %-20s rows=%3lld  mma %8.1f us (%5.0f GB/s, %4.0f TFLOP/s)  "
+                  "dequant+cuBLAS %8.1f us\n",
+                  s.name, (long long)rows, us_mma, double(bytes) / us_mma * 1e-3, flop / us_mma * 1e-6, us_gemm);
+      // KILN_MMA_BENCH_SPLITS=1: the split-K plan against forced split counts.
+      if (std::getenv("KILN_MMA_BENCH_SPLITS") && (rows == 8 || rows == 16 || rows == 64 || rows == 128)) {
+        for (int splits : {1, 2, 4, 8}) {
+          setenv("KILN_MMA_SPLITS", std::to_string(splits).c_str(), 1);
+          DevVec<float> fp(std::max<size_t>(1, cuda::mma_partial_floats(ms[0]->m, rows, n_sms)));
+          const double us = time_us(10, [&](int i) {
+            cuda::linear_mma(ms[size_t(i % n_copies)]->m, x16.get(), s.n_in, rows, y.get(), s.n_out, nullptr,
+                             false, fp.get(), n_sms, nullptr);
+          });
+          std::printf("[ bench          ]   forced splits=%d  %8.1f us\n", splits, us);
+        }
+        unsetenv("KILN_MMA_SPLITS");
+      }
+    }
+  }
+  cublasDestroy(h);
+}
 
 TEST(CudaOpsBench, DecodeShapesLlama3_8B) {
   KILN_REQUIRE_GPU();
@@ -732,37 +854,49 @@ TEST(CudaOpsBench, DecodeShapesLlama3_8B) {
   std::printf("[ bench          ] quantize_q8 1x4096              %8.1f us\n", time_us(50, [&](int) {
                 cuda::quantize_q8(x.get(), e, aq.act(), 1, e, nullptr);
               }));
-  // Attention of one decode row over 512 and 4096 cached positions (f16 K/V).
+}
+
+// Attention of decode rows (one sequence each) over their cached positions
+// (f16 K/V): one row at 512 / 4096, and batched decode at 64 / 128 streams.
+TEST(CudaOpsBench, DecodeAttention) {
+  KILN_REQUIRE_GPU();
+  using namespace bench;
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
   const model::HParams hp = attn_hparams(32, 8, 128);
-  for (int32_t ctx : {512, 4096}) {
-    const int32_t bs = 16, nb = ctx / bs;
+  for (const auto& [n_seq, ctx] : {std::pair<int32_t, int32_t>{1, 512}, {1, 4096}, {64, 576}, {128, 576}}) {
+    const int32_t bs = 16, per_seq = ctx / bs, nb = n_seq * per_seq;
     cpu::KvCache kv;
     ASSERT_TRUE(kv.init(hp, KvCacheConfig{KvType::f16, bs, nb}).ok());
     DevVec<uint8_t> dkv(kv.bytes());
     std::vector<uint8_t> hkv(kv.bytes());
     for (size_t i = 0; i < hkv.size(); i += 2) hkv[i] = uint8_t(i * 7), hkv[i + 1] = 0x30 | (i & 7);
     dkv.upload(hkv);
-    std::vector<int32_t> table(static_cast<size_t>(nb));
-    for (int32_t i = 0; i < nb; ++i) table[size_t(i)] = i;
     Batch batch;
-    batch.add(0, ctx - 1, batch.add_seq(table), true);
+    std::vector<std::vector<int32_t>> tables(static_cast<size_t>(n_seq));  // the batch keeps spans of them
+    for (int32_t q = 0; q < n_seq; ++q) {
+      for (int32_t i = 0; i < per_seq; ++i) tables[size_t(q)].push_back(q * per_seq + i);
+      batch.add(0, ctx - 1, batch.add_seq(tables[size_t(q)]), true);
+    }
     DevBatch db(batch);
-    DevVec<float> q(static_cast<size_t>(hp.n_q())), out(static_cast<size_t>(hp.n_attn_out()));
+    DevVec<float> q(size_t(n_seq) * size_t(hp.n_q())), out(size_t(n_seq) * size_t(hp.n_attn_out()));
     q.upload(uniform(q.size()));
-    DevVec<int32_t> rows(std::vector<int32_t>{0});
+    std::vector<int32_t> row_ids(static_cast<size_t>(n_seq));
+    for (int32_t i = 0; i < n_seq; ++i) row_ids[size_t(i)] = i;
+    DevVec<int32_t> rows(row_ids);
     cuda::AttentionArgs ga;
     ga.q = q.get();
     ga.ldq = hp.n_q();
     ga.rows = rows.get();
-    ga.n_rows = 1;
+    ga.n_rows = n_seq;
     ga.max_ctx = ctx;
     ga.out = out.get();
     ga.kv = gpu_layout(kv, hp, dkv.get());
     ga.meta = db.meta;
     ga.n_head = 32, ga.n_head_kv = 8, ga.head_dim_k = ga.head_dim_v = 128;
     DevVec<float> work(std::max<size_t>(cuda::attention_workspace_floats(ga, prop.multiProcessorCount), 1));
-    const double us = time_us(50, [&](int) { cuda::attention(ga, work.get(), prop.multiProcessorCount, nullptr); });
-    std::printf("[ bench          ] attention 1 row ctx=%-5d f16 K/V  %8.1f us  %7.0f GB/s\n", ctx, us,
-                double(size_t(ctx) * 8 * 128 * 2 * 2) / us * 1e-3);
+    const double us = time_us(20, [&](int) { cuda::attention(ga, work.get(), prop.multiProcessorCount, nullptr); });
+    std::printf("[ bench          ] attention %3d rows ctx=%-5d f16 K/V  %8.1f us  %7.0f GB/s\n", n_seq, ctx, us,
+                double(size_t(n_seq) * size_t(ctx) * 8 * 128 * 2 * 2) / us * 1e-3);
   }
 }

@@ -48,9 +48,10 @@ std::unique_ptr<Backend> cpu_reference(const model::Model& m, int32_t n_blocks, 
 }
 
 std::unique_ptr<Backend> cuda_backend(const model::Model& m, KvType kv, int32_t n_blocks, int32_t bs,
-                                      int matvec_max_rows = 8) {
+                                      int matvec_max_rows = 8, int mma_max_rows = 256) {
   cuda::CudaOptions o;
   o.matvec_max_rows = matvec_max_rows;
+  o.mma_max_rows = mma_max_rows;
   auto be = cuda::CudaBackend::create(o);
   EXPECT_TRUE(be.ok()) << be.message();
   if (!be.ok()) return nullptr;
@@ -165,9 +166,12 @@ TEST_P(CudaReference, AgreesWithCpuAndExact) {
   const Logits cpu_l = run(*cpu, tokens, blocks, 0);
   auto gpu = cuda_backend(**model, KvType::f16, n_blocks, bs);
   ASSERT_TRUE(gpu);
-  const Logits whole = run(*gpu, tokens, blocks, 0);  // cuBLAS path
+  const Logits whole = run(*gpu, tokens, blocks, 0);  // tensor-core path (q4_0 / q8_0), else cuBLAS
   const Logits steps = run(*gpu, tokens, blocks, 1);  // matvec path
-  const Logits chunks = run(*gpu, tokens, blocks, 5);  // cuBLAS + matvec mixed
+  const Logits chunks = run(*gpu, tokens, blocks, 5);  // both mixed
+  auto gpu_blas = cuda_backend(**model, KvType::f16, n_blocks, bs, 8, 0);
+  ASSERT_TRUE(gpu_blas);
+  const Logits blas = run(*gpu_blas, tokens, blocks, 0);  // dequantize + cuBLAS for every weight
 
   // vs float64 exact_top and llama.cpp's distance to it.
   auto vs_exact = [&](const Logits& l) {
@@ -193,14 +197,14 @@ TEST_P(CudaReference, AgreesWithCpuAndExact) {
   }
   print("llama.cpp vs exact", name, llama);
   for (const auto& [what, l] : {std::pair{"cuda whole vs exact", &whole}, std::pair{"cuda steps vs exact", &steps},
-                                std::pair{"cuda chunk5 vs exact", &chunks}}) {
+                                std::pair{"cuda chunk5 vs exact", &chunks}, std::pair{"cuda cuBLAS vs exact", &blas}}) {
     const Agreement a = vs_exact(*l);
     print(what, name, a);
     EXPECT_LE(a.max_err, llama.max_err + 0.01) << what;
     EXPECT_GE(a.argmax_agree, llama.argmax_agree - 1) << what;
   }
   for (const auto& [what, l] : {std::pair{"cuda whole vs cpu-ref", &whole}, std::pair{"cuda steps vs cpu-ref", &steps},
-                                std::pair{"cuda chunk5 vs cpu-ref", &chunks}}) {
+                                std::pair{"cuda chunk5 vs cpu-ref", &chunks}, std::pair{"cuda cuBLAS vs cpu-ref", &blas}}) {
     const Agreement a = compare_logits(*l, cpu_l);
     print(what, name, a);
     EXPECT_LE(a.max_err, kVsCpu) << what;

@@ -88,12 +88,16 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
   if (n == 0) return make_error("no CUDA device is available (no GPU or no driver); use --device cpu");
   if (options.device < 0 || options.device >= n)
     return make_error(fmt::format("CUDA device {} does not exist ({} found)", options.device, n));
-  if (options.matvec_max_rows < 0 || options.matvec_max_rows > 8)
-    return make_error("matvec_max_rows must be in [0, 8]");
+  if (options.matvec_max_rows < -1 || options.matvec_max_rows > 8)
+    return make_error("matvec_max_rows must be in [0, 8] (or -1: automatic)");
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
   if (const char* e = std::getenv("KILN_CUDA_GRAPHS"); e && std::strcmp(e, "0") == 0)
     impl->opt.use_graphs = false;
+  if (const char* e = std::getenv("KILN_MMA_MAX_ROWS"); e && *e)
+    impl->opt.mma_max_rows = std::max(0, std::atoi(e));
+  if (const char* e = std::getenv("KILN_MATVEC_MAX_ROWS"); e && *e)
+    impl->opt.matvec_max_rows = std::clamp(std::atoi(e), 0, 8);
   KILN_CUDA_TRY(cudaSetDevice(options.device));
   cudaDeviceProp prop{};
   KILN_CUDA_TRY(cudaGetDeviceProperties(&prop, options.device));
@@ -425,6 +429,17 @@ Status CudaBackend::load_weights(const model::Model& model) {
     s.layers.push_back(std::move(d));
   }
 
+  // Batches above matvec size never need cuBLAS when every weight has a
+  // tensor-core kernel (then their decode steps can be graphs as well).
+  s.mma_everywhere = true;
+  auto all_mma = [&](const LinearGroup& g) {
+    for (const auto& p : g.parts) s.mma_everywhere = s.mma_everywhere && mma_supported(p.m);
+  };
+  all_mma(s.output);
+  for (const auto& l : s.layers) all_mma(l.qkv), all_mma(l.wo), all_mma(l.gate_up), all_mma(l.down);
+  s.matvec_rows = s.opt.matvec_max_rows >= 0 ? s.opt.matvec_max_rows
+                  : s.mma_everywhere && s.opt.mma_max_rows > 2 ? 2 : 8;
+
   // RoPE frequencies exactly as the CPU backend forms them (cpu/rope.cpp).
   std::vector<double> inv(size_t(hp.n_rot / 2));
   for (size_t i = 0; i < inv.size(); ++i) {
@@ -678,6 +693,26 @@ Status CudaBackend::Impl::ensure_w16() {
   return Status::success();
 }
 
+Status CudaBackend::Impl::reserve_mma(int64_t n_rows, int64_t n_logits) {
+  // The last layer and the output projection run over the logit rows only.
+  size_t want = 0;
+  auto consider = [&](const LinearGroup& g, int64_t rows) {
+    for (const auto& p : g.parts)
+      if (use_mma(p.m, rows)) want = std::max(want, mma_partial_floats(p.m, rows, n_sms));
+  };
+  for (const auto& l : layers)
+    for (int64_t rows : {n_rows, n_logits}) {
+      consider(l.qkv, rows), consider(l.wo, rows), consider(l.gate_up, rows), consider(l.down, rows);
+    }
+  consider(output, n_logits);
+  if (mma_part.bytes() >= want * 4) return Status::success();
+  KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+  drop_graphs();
+  if (!mma_part.alloc(std::max(want * 4, size_t(1) << 20)))
+    return make_error("out of GPU memory for the tensor-core GEMM workspace");
+  return Status::success();
+}
+
 MemoryReport CudaBackend::memory() const {
   const Impl& s = *impl_;
   MemoryReport r;
@@ -685,7 +720,7 @@ MemoryReport CudaBackend::memory() const {
   r.weight_bytes = s.weight_bytes;
   r.kv_bytes = s.kv_buf.bytes();
   for (const DeviceBuffer* b : {&s.x, &s.x2, &s.xn, &s.qkv, &s.attn, &s.gu, &s.act, &s.cs, &s.xq, &s.xq2,
-                                &s.xds, &s.ssq, &s.x16, &s.w16, &s.attn_work, &s.iota, &s.meta_dev, &s.logits_dev})
+                                &s.xds, &s.ssq, &s.x16, &s.w16, &s.mma_part, &s.attn_work, &s.iota, &s.meta_dev, &s.logits_dev})
     r.scratch_bytes += b->bytes();
   size_t free_b = 0, total_b = 0;
   cudaSetDevice(s.opt.device);

@@ -21,9 +21,16 @@ namespace kiln::cuda {
 
 struct CudaOptions {
   int device = 0;
-  // Batches of at most this many rows use the fused matvec kernels (1..8);
-  // larger ones dequantize to f16 and call cuBLAS. 0: cuBLAS for every batch.
-  int matvec_max_rows = 8;
+  // Batches of at most this many rows use the fused matvec kernels (0..8;
+  // KILN_MATVEC_MAX_ROWS overrides). -1: automatic, 2 when every weight has
+  // a tensor-core kernel (from 3 rows it is faster on an H100,
+  // bench/NOTES.md), else 8.
+  int matvec_max_rows = -1;
+  // Larger batches up to this many rows use the tensor-core kernels for
+  // q4_0 / q8_0 weights (kernels/mma.cuh: each weight byte read once per 64
+  // rows); beyond it, or for other types, dequantize + cuBLAS. 0: never.
+  // KILN_MMA_MAX_ROWS in the environment overrides it.
+  int mma_max_rows = 256;
   // Replay decode steps (matvec-sized batches, every row wanting logits) as
   // CUDA graphs. KILN_CUDA_GRAPHS=0 in the environment turns them off.
   bool use_graphs = true;

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 
 #include "kiln/backend/cuda/cuda_compat.h"
 #include "kiln/backend/cuda/cuda_impl.h"
@@ -14,6 +15,7 @@
 #include "kiln/backend/cuda/kernels/attention.cuh"
 #include "kiln/backend/cuda/kernels/embed.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
+#include "kiln/backend/cuda/kernels/mma.cuh"
 #include "kiln/backend/cuda/kernels/norm.cuh"
 #include "kiln/backend/cuda/kernels/rope_kv.cuh"
 #include "kiln/backend/cuda/kernels/argmax.cuh"
@@ -42,6 +44,13 @@ void CudaBackend::Impl::linear(const LinearGroup& g, Input& in, int64_t n_rows, 
       } else {
         matvec_f32(part.m, in.x, in.ldx, n_rows, yp, ldy, bias, accumulate, stream);
       }
+    } else if (use_mma(part.m, n_rows)) {
+      if (!in.x16_ready) {  // every part of a group reads the same input
+        convert_f32_f16(in.x, in.ldx, n_rows, part.m.n_in, x16.as<uint16_t>(), stream);
+        in.x16_ready = true;
+      }
+      linear_mma(part.m, x16.as<uint16_t>(), part.m.n_in, n_rows, yp, ldy, bias, accumulate,
+                 mma_part.as<float>(), n_sms, stream);
     } else {
       linear_gemm(cublas, part.m, in.x, in.ldx, n_rows, yp, ldy, bias, accumulate, gemm_ws(),
                   stream);
@@ -135,8 +144,11 @@ Status CudaBackend::forward(const Batch& batch) {
   // The background cuBLAS warm-up (load_weights) must be over before a GEMM
   // and before any graph capture: its handle set-up and teardown may
   // synchronize the device, which would invalidate a capture.
-  if (s.gemm_warm.valid() && (!s.use_matvec(n) || s.opt.use_graphs)) s.gemm_warm.wait();
-  if (!s.use_matvec(n)) KILN_TRY(s.ensure_w16());
+  if (s.gemm_warm.valid() && ((!s.use_matvec(n) && !s.all_mma(n)) || s.opt.use_graphs)) s.gemm_warm.wait();
+  if (!s.use_matvec(n)) {
+    if (!s.all_mma(n)) KILN_TRY(s.ensure_w16());  // some layer goes through cuBLAS
+    KILN_TRY(s.reserve_mma(n, n_logits));
+  }
   KILN_CUDA_TRY(cudaEventSynchronize(s.meta_done));  // the previous upload has left meta_host
   std::copy(m.begin(), m.end(), s.meta_host);
   KILN_CUDA_TRY(cudaMemcpyAsync(s.meta_dev.as<void>(), s.meta_host, m.size() * 4,
@@ -270,7 +282,11 @@ int32_t CudaBackend::Impl::ctx_bucket(int32_t max_ctx) {
 }
 
 bool CudaBackend::Impl::graph_eligible(const Step& st) const {
-  return opt.use_graphs && use_matvec(st.n) && st.n_logits == st.n;
+  return opt.use_graphs && (use_matvec(st.n) || all_mma(st.n)) && st.n_logits == st.n;
+}
+
+bool CudaBackend::Impl::all_mma(int64_t n_rows) const {
+  return mma_everywhere && !use_matvec(n_rows) && n_rows <= opt.mma_max_rows;
 }
 
 Status CudaBackend::Impl::reserve_attention(const Step& st) {
@@ -302,8 +318,10 @@ void CudaBackend::Impl::drop_graphs() {
 }
 
 Status CudaBackend::Impl::launch_graph(const Step& st) {
-  const uint64_t key = uint64_t(st.n) | uint64_t(st.n_seqs) << 8 | uint64_t(st.n_logits) << 16 |
-                       uint64_t(st.max_ctx) << 24;
+  // 16 bits each for rows, sequences and logit rows (<= mma_max_rows), then
+  // log2 of the bucketed context (a power of two).
+  const uint64_t key = uint64_t(st.n) | uint64_t(st.n_seqs) << 16 | uint64_t(st.n_logits) << 32 |
+                       uint64_t(std::countr_zero(uint32_t(st.max_ctx))) << 48;
   auto it = graphs.find(key);
   if (it == graphs.end()) {
     cudaGraph_t g = nullptr;

@@ -15,6 +15,7 @@
 #include "kiln/backend/cuda/cuda_backend.h"
 #include "kiln/backend/cuda/device_types.h"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
+#include "kiln/backend/cuda/kernels/mma.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
 
 namespace kiln::model {
@@ -103,6 +104,8 @@ struct CudaBackend::Impl {
   const double* inv_freq = nullptr;  // [n_rot / 2]
   std::vector<DeviceLayer> layers;
   int64_t max_in = 0;                // widest matrix input (q8 activation rows)
+  bool mma_everywhere = false;       // every linear weight has a tensor-core kernel (mma_supported)
+  int matvec_rows = 8;               // opt.matvec_max_rows resolved for the loaded weights
 
   // KV cache.
   KvCacheConfig kv_cfg;
@@ -130,6 +133,7 @@ struct CudaBackend::Impl {
   DeviceBuffer ssq;        // [cap, max_in / 32] float: deferred RMSNorm partial sums
   DeviceBuffer x16;        // [cap, max_in] f16 (GEMM input)
   DeviceBuffer w16;        // dequantized weight rows (GEMM), allocated at first use
+  DeviceBuffer mma_part;   // split-K partial sums of the tensor-core path, grown as needed
   DeviceBuffer attn_work;  // split-attention partials, grown as needed
   DeviceBuffer iota;       // [cap] 0, 1, 2, ...
 
@@ -163,6 +167,7 @@ struct CudaBackend::Impl {
   void enqueue(const Step& st);  // every kernel of a step, on `stream`
   static int32_t ctx_bucket(int32_t max_ctx);
   bool graph_eligible(const Step& st) const;
+  bool all_mma(int64_t n_rows) const;  // every linear layer takes the tensor-core path
   Status reserve_attention(const Step& st);
   Status launch_graph(const Step& st);
   void drop_graphs();
@@ -170,18 +175,23 @@ struct CudaBackend::Impl {
   Status reserve_logits(int64_t n);
   Status reserve_meta(size_t n);
   Status ensure_w16();
+  Status reserve_mma(int64_t n_rows, int64_t n_logits);  // mma_part for a step's shapes
   // y (= or +=) group(x) for n_rows rows; q8 is the shared quantized input.
   struct Input {
     const float* x = nullptr;
     int64_t ldx = 0;
     bool q8_ready = false;  // xq/xds already hold x quantized
     RowScale scale;         // deferred RMSNorm scale of the quantized rows (q8 only)
+    bool x16_ready = false; // x16 already holds x as f16 (tensor-core path)
   };
   // RMSNorm of x into the input of group g (deferred into its matvec when it can be).
   Input norm_input(const float* x, const float* w, const LinearGroup& g, int64_t n_rows);
   void linear(const LinearGroup& g, Input& in, int64_t n_rows, float* y, int64_t ldy,
               bool accumulate);
-  bool use_matvec(int64_t n_rows) const { return n_rows <= opt.matvec_max_rows; }
+  bool use_matvec(int64_t n_rows) const { return n_rows <= matvec_rows; }
+  bool use_mma(const DeviceMatrix& m, int64_t n_rows) const {
+    return !use_matvec(n_rows) && n_rows <= opt.mma_max_rows && mma_supported(m);
+  }
   ActQ8 act_q8() const { return ActQ8{xq.as<int8_t>(), xq2.as<int8_t>(), xds.as<float>(), max_in}; }
   GemmWorkspace gemm_ws() const {
     return GemmWorkspace{w16.as<uint16_t>(), w16.bytes() / 2, x16.as<uint16_t>(), x16.bytes() / 2};
