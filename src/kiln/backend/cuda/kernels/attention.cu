@@ -146,7 +146,27 @@ __global__ void __launch_bounds__(kThreads)
     float acc[kMaxGroup];
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) acc[h] = 0.0f;
-    for (int d = 0; d < hd_k; d += 8) {
+    // Four 8-element loads issued before their products: with one load in
+    // flight per thread the loop was latency-bound (the head size is a
+    // run-time value, so the compiler cannot unroll it). Same summation
+    // order as one load at a time.
+    int d = 0;
+    for (; d + 32 <= hd_k; d += 32) {
+      float kv[4][8];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) load8<KT>(krow, d + 8 * u, kv[u]);
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int h = 0; h < kMaxGroup; ++h) {
+          if (h < ng) {
+            const float* qh = qs + h * hd_k + d + 8 * u;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[h] += qh[e] * kv[u][e];
+          }
+        }
+    }
+    for (; d < hd_k; d += 8) {
       float kv[8];
       load8<KT>(krow, d, kv);
 #pragma unroll
@@ -195,10 +215,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
   if (pg < n_pg) {
-    for (int j = j0 + pg; j < j1; j += n_pg) {
-      const uint8_t* vrow = vbase + size_t(blk[j - j0]) * a.kv.v_block_stride + size_t(j % bs) * a.kv.v_row;
-      float v[8];
-      load8<KT>(vrow, 8 * dg, v);
+    auto vrow = [&](int j) {
+      return vbase + size_t(blk[j - j0]) * a.kv.v_block_stride + size_t(j % bs) * a.kv.v_row;
+    };
+    auto mix = [&](int j, const float (&v)[8]) {
 #pragma unroll
       for (int h = 0; h < kMaxGroup; ++h) {
         if (h < ng) {
@@ -207,6 +227,20 @@ __global__ void __launch_bounds__(kThreads)
           for (int e = 0; e < 8; ++e) acc[h][e] += w * v[e];
         }
       }
+    };
+    int j = j0 + pg;
+    // Four positions' loads in flight before their products (as for K).
+    for (; j + 3 * n_pg < j1; j += 4 * n_pg) {
+      float v[4][8];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) load8<KT>(vrow(j + u * n_pg), 8 * dg, v[u]);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) mix(j + u * n_pg, v[u]);
+    }
+    for (; j < j1; j += n_pg) {
+      float v[8];
+      load8<KT>(vrow(j), 8 * dg, v);
+      mix(j, v);
     }
   }
   __syncthreads();  // p, qs are free now: reuse the shared memory for the partial sums
