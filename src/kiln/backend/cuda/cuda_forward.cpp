@@ -64,6 +64,15 @@ bool wants_q8(const CudaBackend::Impl& s, const LinearGroup& g, int64_t n_rows) 
   return s.use_matvec(n_rows) && !g.parts.empty() && matvec_wants_q8(g.parts[0].m);
 }
 
+// Every part of g takes the tensor-core path: its input's producer writes
+// the f16 copy that path reads (no separate conversion pass).
+bool all_mma_parts(const CudaBackend::Impl& s, const LinearGroup& g, int64_t n_rows) {
+  if (g.parts.empty()) return false;
+  for (const auto& p : g.parts)
+    if (!s.use_mma(p.m, n_rows)) return false;
+  return true;
+}
+
 // Every part of g reads 8-bit activations: its input norm can be deferred.
 bool all_q8(const CudaBackend::Impl& s, const LinearGroup& g, int64_t n_rows) {
   if (!s.use_matvec(n_rows) || g.parts.empty()) return false;
@@ -86,8 +95,11 @@ CudaBackend::Impl::Input CudaBackend::Impl::norm_input(const float* x, const flo
     in.scale = RowScale{ssq.as<float>(), ld, e / 32, e, hp.rms_eps};
   } else {
     const bool q8 = wants_q8(*this, g, n_rows);
-    rms_norm(x, e, w, xn.as<float>(), e, q8 ? act_q8() : ActQ8{}, n_rows, e, hp.rms_eps, stream);
+    const bool f16 = all_mma_parts(*this, g, n_rows);
+    rms_norm(x, e, w, f16 ? nullptr : xn.as<float>(), e, q8 ? act_q8() : ActQ8{}, n_rows, e, hp.rms_eps,
+             stream, f16 ? x16.as<uint16_t>() : nullptr);
     in.q8_ready = q8;
+    in.x16_ready = f16;
   }
   return in;
 }
@@ -238,6 +250,8 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     // wo's 8-bit input comes out of the attention's split merge directly.
     const bool q8_wo = wants_q8(s, L.wo, n_rows);
     if (q8_wo) a.outq = s.act_q8();
+    const bool f16_wo = all_mma_parts(s, L.wo, n_rows);
+    if (f16_wo) a.out16 = s.x16.as<uint16_t>();
     attention(a, s.attn_work.as<float>(), s.n_sms, s.stream);
 
     if (last && n_rows < n) {  // keep the logit rows of the residual stream, compacted
@@ -245,15 +259,18 @@ void CudaBackend::Impl::enqueue(const Step& st) {
       std::swap(x, x_alt);
     }
     Impl::Input ain{s.attn.as<float>(), hp.n_attn_out(), q8_wo};
+    ain.x16_ready = f16_wo;
     s.linear(L.wo, ain, n_rows, x, e, true);
 
     Impl::Input fin = s.norm_input(x, L.ffn_norm, L.gate_up, n_rows);
     float* gu = s.gu.as<float>();
     s.linear(L.gate_up, fin, n_rows, gu, 2 * hp.n_ff, false);
     const bool q8_down = wants_q8(s, L.down, n_rows);
-    swiglu(gu, 2 * hp.n_ff, n_rows, hp.n_ff, q8_down ? nullptr : s.act.as<float>(),
-           q8_down ? s.act_q8() : ActQ8{}, s.stream);
+    const bool f16_down = all_mma_parts(s, L.down, n_rows);
+    swiglu(gu, 2 * hp.n_ff, n_rows, hp.n_ff, q8_down || f16_down ? nullptr : s.act.as<float>(),
+           q8_down ? s.act_q8() : ActQ8{}, s.stream, f16_down ? s.x16.as<uint16_t>() : nullptr);
     Impl::Input din{s.act.as<float>(), hp.n_ff, q8_down};
+    din.x16_ready = f16_down;
     s.linear(L.down, din, n_rows, x, e, true);
   }
 

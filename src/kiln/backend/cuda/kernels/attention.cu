@@ -257,7 +257,9 @@ __global__ void __launch_bounds__(kThreads)
     float sum = 0.0f;
     for (int k = 0; k < n_pg; ++k) sum += red[k * ng * hd_v + o];
     if (plan.n_splits == 1) {
-      a.out[int64_t(i) * a.n_head * hd_v + int64_t(head0 + h) * hd_v + d] = sum / stat_l[h];
+      const int64_t at = int64_t(i) * a.n_head * hd_v + int64_t(head0 + h) * hd_v + d;
+      a.out[at] = sum / stat_l[h];
+      if (a.out16) a.out16[at] = f2h(sum / stat_l[h]);
     } else {
       float* rec = part_ptr(h);
       rec[d] = sum;
@@ -268,7 +270,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // Merges the splits of one (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
 __global__ void attention_combine_kernel(const float* __restrict__ part, int n_splits, int hd_v,
-                                         int n_head, float* __restrict__ out, ActQ8 outq) {
+                                         int n_head, float* __restrict__ out, ActQ8 outq,
+                                         uint16_t* __restrict__ out16) {
   pdl_trigger();
   pdl_wait();
   const int64_t i = blockIdx.x, h = blockIdx.y;
@@ -292,6 +295,7 @@ __global__ void attention_combine_kernel(const float* __restrict__ part, int n_s
         if (ms != -INFINITY) acc += expf(ms - m) * rec[s * (hd_v + 2) + d];
       }
       out[i * n_head * hd_v + h * hd_v + d] = acc / l;
+      if (out16) out16[i * n_head * hd_v + h * hd_v + d] = f2h(acc / l);
     }
     if (outq.q) quantize_block_warp(acc / l, outq, i, h * hd_v + d);
   }
@@ -331,7 +335,7 @@ void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stre
     const bool fuse_q8 = a.outq.q && a.head_dim_v % 32 == 0;
     CUDA_CHECK(compat::launch_pdl(attention_combine_kernel, dim3(unsigned(a.n_rows), unsigned(a.n_head)),
                                   dim3(128), 0, stream, static_cast<const float*>(work), plan.n_splits,
-                                  a.head_dim_v, a.n_head, a.out, fuse_q8 ? a.outq : ActQ8{}));
+                                  a.head_dim_v, a.n_head, a.out, fuse_q8 ? a.outq : ActQ8{}, a.out16));
     if (a.outq.q && !fuse_q8) quantize_q8(a.out, int64_t(a.n_head) * a.head_dim_v, a.outq, a.n_rows,
                                           int64_t(a.n_head) * a.head_dim_v, stream);
   } else if (a.outq.q) {

@@ -16,6 +16,7 @@ struct AttentionArgs {
   int32_t max_ctx = 0;             // max over those rows of pos + 1 (host-side)
   float* out = nullptr;            // [n_rows][n_head * head_dim_v]
   ActQ8 outq;                      // optional: the output also as 8-bit blocks (ld >= n_head * head_dim_v)
+  uint16_t* out16 = nullptr;       // optional: the output also as f16, [n_rows][n_head * head_dim_v]
   KvLayout kv;
   int64_t layer = 0;
   BatchMeta meta;

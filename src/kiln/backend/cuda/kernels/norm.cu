@@ -12,7 +12,7 @@ constexpr int kNormThreads = 1024;  // one block per row: the whole SM, few step
 
 __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* __restrict__ x, int64_t ldx,
                                 const float* __restrict__ w, float* __restrict__ y, int64_t ldy,
-                                ActQ8 yq, int n, float eps) {
+                                ActQ8 yq, uint16_t* __restrict__ y16, int n, float eps) {
   __shared__ double sh[32];
   pdl_trigger();
   pdl_wait();
@@ -27,6 +27,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const float* __r
     if (e0 + (threadIdx.x / kWarp) * kWarp >= n) break;  // warp-uniform (n % 32 == 0 with yq)
     const float v = e < n ? (xr[e] * scale) * w[e] : 0.0f;
     if (y && e < n) y[r * ldy + e] = v;
+    if (y16 && e < n) y16[r * n + e] = f2h(v);
     if (yq.q) quantize_block_warp(v, yq, r, e);
   }
 }
@@ -65,9 +66,9 @@ void rms_norm_q8_deferred(const float* x, int64_t ldx, const float* w, ActQ8 yq,
 }
 
 void rms_norm(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, ActQ8 yq,
-              int64_t n_rows, int64_t n, float eps, cudaStream_t stream) {
+              int64_t n_rows, int64_t n, float eps, cudaStream_t stream, uint16_t* y16) {
   if (n_rows == 0) return;
-  CUDA_CHECK(compat::launch_pdl(rms_norm_kernel, dim3(unsigned(n_rows)), dim3(kNormThreads), 0, stream, x, ldx, w, y, ldy, yq, int(n), eps));
+  CUDA_CHECK(compat::launch_pdl(rms_norm_kernel, dim3(unsigned(n_rows)), dim3(kNormThreads), 0, stream, x, ldx, w, y, ldy, yq, y16, int(n), eps));
   CUDA_CHECK_LAUNCH();
 }
 

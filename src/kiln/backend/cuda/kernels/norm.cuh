@@ -9,9 +9,10 @@
 namespace kiln::cuda {
 
 // y[r] = x[r] * (1 / sqrt(mean(x[r]^2) + eps)) * w   for n_rows rows of n.
-// y (ld ldy) and yq (n % 32 == 0) are each optional (nullptr / yq.q == nullptr).
+// y (ld ldy), yq (n % 32 == 0) and y16 (f16, ld n: the tensor-core path's
+// input, saving it a conversion pass) are each optional (nullptr / yq.q == nullptr).
 void rms_norm(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, ActQ8 yq,
-              int64_t n_rows, int64_t n, float eps, cudaStream_t stream);
+              int64_t n_rows, int64_t n, float eps, cudaStream_t stream, uint16_t* y16 = nullptr);
 
 // RMSNorm with the scale deferred to the consumer: yq[r] = 8-bit blocks of
 // x[r] * w (not yet scaled), ssq[r][b] = sum of x[r]^2 over block b (n / 32

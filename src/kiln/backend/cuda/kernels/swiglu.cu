@@ -7,7 +7,7 @@ namespace kiln::cuda {
 namespace {
 
 __global__ void swiglu_kernel(const float* __restrict__ gu, int64_t ldg, int n_ff,
-                              float* __restrict__ act, ActQ8 actq) {
+                              float* __restrict__ act, ActQ8 actq, uint16_t* __restrict__ act16) {
   pdl_trigger();
   pdl_wait();
   const int64_t r = blockIdx.y;
@@ -18,6 +18,7 @@ __global__ void swiglu_kernel(const float* __restrict__ gu, int64_t ldg, int n_f
     const float g = gu[r * ldg + e], u = gu[r * ldg + n_ff + e];
     v = g / (1.0f + expf(-g)) * u;  // the CPU's expression
     if (act) act[r * n_ff + e] = v;
+    if (act16) act16[r * n_ff + e] = f2h(v);
   }
   if (actq.q)  // n_ff % 32 == 0: every lane of a live warp has an element
     quantize_block_warp(v, actq, r, e);
@@ -26,10 +27,10 @@ __global__ void swiglu_kernel(const float* __restrict__ gu, int64_t ldg, int n_f
 }  // namespace
 
 void swiglu(const float* gu, int64_t ldg, int64_t n_rows, int64_t n_ff, float* act, ActQ8 actq,
-            cudaStream_t stream) {
+            cudaStream_t stream, uint16_t* act16) {
   if (n_rows == 0) return;
   const dim3 grid(ceil_div(n_ff, 256), unsigned(n_rows));
-  CUDA_CHECK(compat::launch_pdl(swiglu_kernel, grid, dim3(256), 0, stream, gu, ldg, int(n_ff), act, actq));
+  CUDA_CHECK(compat::launch_pdl(swiglu_kernel, grid, dim3(256), 0, stream, gu, ldg, int(n_ff), act, actq, act16));
   CUDA_CHECK_LAUNCH();
 }
 
