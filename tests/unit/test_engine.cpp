@@ -17,6 +17,7 @@
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/engine/engine.h"
 #include "kiln/engine/prefix_cache.h"
+#include "kiln/engine/sampler.h"
 #include "kiln/gguf/gguf.h"
 #include "kiln/model/model.h"
 #include "kiln/tokenizer/tokenizer.h"
@@ -696,6 +697,92 @@ TEST(Engine, StopCancelsWhatIsLeft) {
   e->stop();
   EXPECT_EQ(a.wait().finish, FinishReason::cancelled);
   EXPECT_EQ(b.wait().finish, FinishReason::cancelled);
+}
+
+// --- sampling on the backend's device ---------------------------------------------
+
+// The CPU backend with the device-sampling half of the Backend interface, as
+// a GPU backend fills it: each row's token from its parameters and the draw
+// the engine passed, through the host sampler's choose() (the reference the
+// CUDA kernel is held to, bit for bit, in tests/gpu/test_sample.cpp). Every
+// third row is declined, as the GPU declines rows it cannot take, so the
+// fallback runs too.
+class DeviceSamplingCpu final : public Backend {
+ public:
+  DeviceSamplingCpu() : cpu_(make_backend()) {}
+  std::string name() const override { return "cpu+sampling"; }
+  std::string device_name() const override { return cpu_->device_name(); }
+  Status load_weights(const model::Model& m) override { return cpu_->load_weights(m); }
+  Status init_kv_cache(const KvCacheConfig& c) override { return cpu_->init_kv_cache(c); }
+  const KvCacheConfig& kv_config() const override { return cpu_->kv_config(); }
+  Status forward(const Batch& b) override { return cpu_->forward(b); }
+  Status synchronize() override { return cpu_->synchronize(); }
+  int32_t n_logits() const override { return cpu_->n_logits(); }
+  std::span<const float> logits(int32_t i) const override { return cpu_->logits(i); }
+  Status copy_kv_block(int32_t src, int32_t dst) override { return cpu_->copy_kv_block(src, dst); }
+  MemoryReport memory() const override { return cpu_->memory(); }
+
+  bool supports_sampling() const override { return true; }
+  Status sample_rows(std::span<const DeviceSampleRow> rows) override {
+    chosen_.assign(size_t(n_logits()), -1);
+    for (const auto& r : rows) {
+      EXPECT_TRUE(r.row >= 0 && r.row < n_logits());
+      EXPECT_TRUE(r.u >= 0.0 && r.u < 1.0);
+      if (++n_rows_ % 3 == 0) continue;
+      SamplingParams p;
+      p.temperature = r.temperature;
+      p.top_k = r.top_k;
+      p.top_p = r.top_p;
+      p.min_p = r.min_p;
+      chosen_[size_t(r.row)] = Sampler(p).choose(logits(r.row), lm().n_vocab(), r.u);
+      ++n_chosen_;
+    }
+    return Status::success();
+  }
+  int32_t sampled(int32_t row) const override { return chosen_[size_t(row)]; }
+
+  int64_t n_rows_ = 0, n_chosen_ = 0;
+
+ private:
+  std::unique_ptr<cpu::CpuBackend> cpu_;
+  std::vector<int32_t> chosen_;
+};
+
+// Sampled requests of every kind in one batch: those the device may take
+// (temperature with top-k / top-p / min-p) get the tokens host sampling gives
+// them, draw for draw (declined rows fall back with the same draw), and the
+// rest (penalties, logprobs, greedy) never reach the device.
+TEST(Engine, DeviceSamplingGivesTheHostSamplersTokens) {
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 12; ++i) {
+    GenerationRequest r;
+    r.prompt = prompt_for(i);
+    r.max_tokens = 12;
+    r.sampling.ignore_eos = i % 4 == 3;  // banning EOS is host-only
+    // The tiny random model is sharply peaked: only high temperatures make
+    // the draw (and so a draw consumed wrongly) change the tokens.
+    r.sampling.temperature = 4.0f + 4.0f * float(i % 4);
+    r.sampling.seed = 1000 + uint64_t(i);
+    if (i % 3 == 0) r.sampling.top_k = 5 + i;
+    if (i % 3 == 1) r.sampling.top_p = 0.7f;
+    if (i % 2 == 0) r.sampling.min_p = 0.05f;
+    reqs.push_back(r);
+  }
+  reqs[5].sampling.presence_penalty = 0.5f;  // host only
+  reqs[6].n_top_logprobs = 2;                // host only
+  reqs[7].sampling.temperature = 0.0f;       // argmax
+  const auto want = run_alone(reqs);
+
+  DeviceSamplingCpu backend;
+  auto e = Engine::create(backend, *lm().model, *lm().tok, config(12, 256, 16, 128, false));
+  ASSERT_TRUE(e.ok()) << e.message();
+  (*e)->start();
+  const auto got = run_together(**e, reqs);
+  expect_same(got, want);
+  EXPECT_GT(backend.n_chosen_, 40);
+  EXPECT_GT(backend.n_rows_, backend.n_chosen_);  // some were declined
+  EXPECT_EQ((*e)->stats().device_sampled_tokens.load(), uint64_t(backend.n_chosen_));
+  (*e)->stop();
 }
 
 // --- embeddings ----------------------------------------------------------------

@@ -471,6 +471,104 @@ TEST(Sampler, NaNAndMaskedLogitsAreNeverDrawn) {
   }
 }
 
+// --- sampling elsewhere with the sequence's draw (the GPU path) -------------
+
+// peek_uniform() + choose() + accept_drawn() is sample(), token for token and
+// draw for draw, on every path (dense, top-k, top-p, min-p, their mixes, and
+// penalties, where choose() applies them too), so the engine may mix device-
+// chosen steps and host steps of one sequence freely.
+TEST(Sampler, PeekChooseAcceptDrawnIsSample) {
+  const int n = 3000;
+  std::vector<SamplingParams> configs(7, params(0.9f, 31));
+  configs[1].top_k = 40;
+  configs[2].top_p = 0.9f;
+  configs[3].min_p = 0.05f;
+  configs[4].top_p = 0.8f;
+  configs[4].min_p = 0.02f;
+  configs[5].top_k = 100;
+  configs[5].top_p = 0.95f;
+  configs[5].min_p = 0.01f;
+  configs[6].repetition_penalty = 1.3f;
+  for (size_t c = 0; c < configs.size(); ++c) {
+    Sampler a(configs[c]), b(configs[c]);
+    for (int step = 0; step < 40; ++step) {
+      const auto l = random_logits(n, 1000 + uint64_t(step), 4.0f);
+      const double u = b.peek_uniform();
+      EXPECT_EQ(u, b.peek_uniform()) << "peeking changes nothing";
+      const int32_t want = a.sample(l, n);
+      const int32_t got = b.choose(l, n, u);
+      ASSERT_EQ(got, want) << "config " << c << " step " << step;
+      b.accept_drawn(got);
+      EXPECT_EQ(a.n_generated(), b.n_generated());
+      EXPECT_EQ(a.peek_uniform(), b.peek_uniform()) << "the RNGs advanced alike";
+    }
+  }
+}
+
+// Where sample() draws nothing (greedy, top-k 1, every logit masked) its RNG
+// stands still: the engine then records the token with accept(), not
+// accept_drawn(), and the device path declines such rows.
+TEST(Sampler, NoDrawLeavesTheRngAlone) {
+  const std::vector<float> masked = {-kInf, std::nanf(""), -kInf};
+  Sampler s(params(1.0f, 5));
+  const double u = s.peek_uniform();
+  EXPECT_EQ(s.sample(masked, 3), 0);
+  EXPECT_EQ(s.peek_uniform(), u);
+  Sampler g(params(0.0f, 5));
+  g.sample(random_logits(10, 1), 10);
+  EXPECT_EQ(g.peek_uniform(), u);
+}
+
+// The uniform draw maps to a token through cumulative weights in a fixed
+// order: id order for the dense paths (the whole vocabulary, min-p, and the
+// nucleus of top-p), best first after top-k. Here the nucleus {2, 1}
+// (weights 0.4, 0.3 of 1) is drawn in id order: u * 0.7 below 0.3 picks 1.
+TEST(Sampler, DrawOrderIsIdOrderForTheNucleusAndBestFirstAfterTopK) {
+  const std::vector<float> l = {std::log(0.1f), std::log(0.3f), std::log(0.4f), std::log(0.2f)};
+  SamplingParams sp = params(1.0f, 1);
+  sp.top_p = 0.65f;
+  Sampler s(sp);
+  EXPECT_EQ(s.choose(l, 4, 0.30), 1);  // r = 0.21 < 0.3
+  EXPECT_EQ(s.choose(l, 4, 0.50), 2);  // r = 0.35 >= 0.3
+  sp.top_p = 1.0f;
+  sp.top_k = 2;  // {2, 1} drawn best first: r = 0.21 < 0.4 picks 2
+  Sampler k(sp);
+  EXPECT_EQ(k.choose(l, 4, 0.30), 2);
+  EXPECT_EQ(k.choose(l, 4, 0.60), 1);  // r = 0.42 >= 0.4
+  sp.top_k = 0;
+  sp.min_p = 0.6f;  // weights 0.25, 0.75, 1, 0.5 of the best: keeps 1 and 2, id order
+  Sampler m(sp);
+  EXPECT_EQ(m.choose(l, 4, 0.30), 1);  // r = 0.525 < 0.75
+  EXPECT_EQ(m.choose(l, 4, 0.50), 2);
+}
+
+TEST(Sampler, DeviceSamplableOnlyWhenLogitsAndOneDrawSuffice) {
+  EXPECT_TRUE(Sampler(params(0.7f)).device_samplable());
+  SamplingParams p = params(0.7f);
+  p.top_k = 40;
+  p.top_p = 0.9f;
+  p.min_p = 0.05f;
+  EXPECT_TRUE(Sampler(p).device_samplable());
+  p.penalty_last_n = 0;
+  p.repetition_penalty = 1.2f;  // over an empty window: no effect
+  EXPECT_TRUE(Sampler(p).device_samplable());
+  auto off = [](auto change) {
+    SamplingParams q = params(0.7f);
+    change(q);
+    return Sampler(q, std::vector<int32_t>{2}).device_samplable();
+  };
+  EXPECT_FALSE(off([](SamplingParams& q) { q.temperature = 0.0f; }));
+  EXPECT_FALSE(off([](SamplingParams& q) { q.top_k = 1; }));
+  EXPECT_FALSE(off([](SamplingParams& q) { q.repetition_penalty = 1.1f; }));
+  EXPECT_FALSE(off([](SamplingParams& q) { q.presence_penalty = 0.5f; }));
+  EXPECT_FALSE(off([](SamplingParams& q) { q.frequency_penalty = -0.5f; }));
+  EXPECT_FALSE(off([](SamplingParams& q) { q.logit_bias = {{3, 1.0f}}; }));
+  EXPECT_FALSE(off([](SamplingParams& q) { q.ignore_eos = true; }));
+  SamplingParams q = params(0.7f);
+  q.ignore_eos = true;  // no EOG ids: nothing to ban
+  EXPECT_TRUE(Sampler(q).device_samplable());
+}
+
 // --- logprobs --------------------------------------------------------------
 
 TEST(Logprobs, LogSoftmaxOfRawLogits) {

@@ -128,6 +128,13 @@ Status Backend::read_kv_block(int32_t block, std::span<uint8_t> out) const {
       name()));
 }
 
+Status Backend::sample_rows(std::span<const DeviceSampleRow> rows) {
+  return make_error(
+      fmt::format("the {} backend does not sample on its device; sample the "
+                  "rows on the host (engine/sampler.h)",
+                  name()));
+}
+
 Status Backend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
   return make_error(fmt::format(
       "the {} backend cannot restore baked KV blocks yet; serve without the warm prefixes "

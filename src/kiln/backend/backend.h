@@ -113,6 +113,19 @@ struct Batch {
 Status validate_batch(const Batch& batch, const model::HParams& hp, const KvCacheConfig& kv,
                       std::vector<int32_t>& scratch);
 
+// One logits row for Backend::sample_rows: the host sampler's truncation
+// parameters (engine/sampler.h SamplingParams, validated) and the sequence's
+// next uniform draw (Sampler::peek_uniform), so the device chooses exactly
+// the token Sampler::sample would, and the randomness stays on the host.
+struct DeviceSampleRow {
+  int32_t row = 0;           // logits row, as for Backend::logits(row)
+  int32_t top_k = 0;         // 0 / -1 / >= n_vocab = off; never 1 (that is argmax)
+  float temperature = 1.0f;  // > 0
+  float top_p = 1.0f;        // (0, 1]
+  float min_p = 0.0f;        // [0, 1]
+  double u = 0.0;            // [0, 1)
+};
+
 struct MemoryReport {
   std::string device;          // e.g. "AMD EPYC (2 threads)" or a GPU name
   uint64_t weight_bytes = 0;   // weights the backend reads (CPU: mapped, not copied)
@@ -150,6 +163,21 @@ class Backend {
   // backend computes it on the device, so greedy decoding of many rows
   // moves only token ids to the host and never reads the rows.
   virtual int32_t argmax(int32_t i) const { (void)i; return -1; }
+
+  // Sampling on the device (temperature, top-k, top-p, min-p; nothing that
+  // needs the sequence's history), so a sampled row, like a greedy one,
+  // moves one token id to the host instead of n_vocab floats. After
+  // synchronize(): one call for all such rows of the step; then sampled(row)
+  // is the chosen token of each row passed, or -1 where the backend declined
+  // it (the engine then samples that row on the host with the same draw).
+  // Valid until the next sample_rows() or forward(). Defaults: not supported
+  // (the engine keeps every row on the host).
+  virtual bool supports_sampling() const { return false; }
+  virtual Status sample_rows(std::span<const DeviceSampleRow> rows);
+  virtual int32_t sampled(int32_t row) const {
+    (void)row;
+    return -1;
+  }
 
   // Final hidden states (embeddings) of the rows with BatchToken::hidden set.
   // Valid after synchronize() until the next forward(): hidden(i) is the i-th

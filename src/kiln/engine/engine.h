@@ -51,6 +51,7 @@ struct EngineStats {
   std::atomic<uint64_t> prompt_tokens_computed{0};  // ... actually run through the model
   std::atomic<uint64_t> prompt_tokens_cached{0};    // ... served from the prefix cache
   std::atomic<uint64_t> generated_tokens{0};
+  std::atomic<uint64_t> device_sampled_tokens{0};  // ... of them sampled on the backend's device
   std::atomic<uint64_t> preemptions{0};
   std::atomic<uint64_t> prefix_lookups{0};     // full prompt blocks looked up
   std::atomic<uint64_t> prefix_hits{0};        // ... found and verified

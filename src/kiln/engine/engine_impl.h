@@ -48,6 +48,7 @@ class EngineImpl final : public Engine {
   void drop_cancelled();
   void build_batch(const std::vector<ScheduledChunk>& plan);
   void process_outputs(const std::vector<ScheduledChunk>& plan);
+  bool sample_on_device(const std::vector<ScheduledChunk>& plan);
   void emit_token(Sequence& s, std::span<const float> logits);
   void emit_chosen(Sequence& s, int32_t token);  // a greedy id the backend chose
   void emit_event(Sequence& s, int32_t token, TokenEvent ev);
@@ -94,6 +95,9 @@ class EngineImpl final : public Engine {
   std::vector<std::pair<EmbeddingDone, Result<std::vector<std::vector<float>>>>> pending_done_;
   int64_t step_prompt_computed_ = 0;
   int64_t step_generated_ = 0;
+  int64_t step_device_sampled_ = 0;
+  bool device_sampling_ = backend_.supports_sampling();  // off after a refused call
+  std::vector<DeviceSampleRow> device_rows_;             // reused from step to step
 };
 
 }  // namespace kiln::engine

@@ -68,6 +68,7 @@ void EngineImpl::step() {
   const int64_t n_rows = batch_.n_tokens();
   step_prompt_computed_ = 0;
   step_generated_ = 0;
+  step_device_sampled_ = 0;
   process_outputs(plan);
   sched_.sweep();
 
@@ -76,6 +77,7 @@ void EngineImpl::step() {
   stats_.prompt_tokens_computed.fetch_add(uint64_t(step_prompt_computed_),
                                           std::memory_order_relaxed);
   stats_.generated_tokens.fetch_add(uint64_t(step_generated_), std::memory_order_relaxed);
+  stats_.device_sampled_tokens.fetch_add(uint64_t(step_device_sampled_), std::memory_order_relaxed);
   store_max(stats_.max_seqs_in_step, n_seqs);
   if (has_decode && has_prefill) {
     stats_.mixed_steps.fetch_add(1, std::memory_order_relaxed);
@@ -121,8 +123,38 @@ void EngineImpl::build_batch(const std::vector<ScheduledChunk>& plan) {
   }
 }
 
+// The rows whose token the backend can choose on its device: the sampler
+// needs only the logits and its next draw (Sampler::device_samplable) and no
+// logprobs are wanted. One backend call for all of them, before any token is
+// emitted; true when it was made. Rows it declines, and every other row, go
+// through the host sampler as before, with the same draw (peek, not take).
+bool EngineImpl::sample_on_device(const std::vector<ScheduledChunk>& plan) {
+  if (!device_sampling_) return false;
+  device_rows_.clear();
+  int32_t i_logits = 0;
+  for (const auto& c : plan) {
+    const Sequence& s = *c.seq;
+    if (s.is_embedding() || c.start + c.n_tokens != s.n_tokens()) continue;  // no logits row
+    if (s.n_top_logprobs < 0 && s.sampler->device_samplable()) {
+      const SamplingParams& p = s.sampler->params();
+      device_rows_.push_back(
+          {i_logits, p.top_k, p.temperature, p.top_p, p.min_p, s.sampler->peek_uniform()});
+    }
+    ++i_logits;
+  }
+  if (device_rows_.empty()) return false;
+  if (!backend_.sample_rows(device_rows_).ok()) {
+    // Only malformed rows fail (device errors abort): keep to the host path
+    // from now on rather than asking every step.
+    device_sampling_ = false;
+    return false;
+  }
+  return true;
+}
+
 void EngineImpl::process_outputs(const std::vector<ScheduledChunk>& plan) {
   const int32_t bs = cfg_.kv.block_size;
+  const bool on_device = sample_on_device(plan);
   int32_t i_logits = 0, i_hidden = 0;
   for (const auto& c : plan) {
     Sequence& s = *c.seq;
@@ -139,12 +171,19 @@ void EngineImpl::process_outputs(const std::vector<ScheduledChunk>& plan) {
       }
       if (s.n_computed == s.n_tokens()) finish_embedding(s);
     } else if (s.n_computed == s.n_tokens()) {
-      // Greedy without logprobs: the backend's argmax, no read of the row.
-      const int32_t am = s.n_top_logprobs < 0 && s.sampler->plain_argmax() ? backend_.argmax(i_logits) : -1;
-      if (am >= 0)
-        emit_chosen(s, am);
-      else
+      // Greedy without logprobs: the backend's argmax; sampled on the device:
+      // its token. Neither reads the row.
+      int32_t t =
+          s.n_top_logprobs < 0 && s.sampler->plain_argmax() ? backend_.argmax(i_logits) : -1;
+      if (t >= 0) {
+        emit_chosen(s, t);
+      } else if (on_device && (t = backend_.sampled(i_logits)) >= 0) {
+        s.sampler->accept_drawn(t);
+        ++step_device_sampled_;
+        emit_event(s, t, TokenEvent{});
+      } else {
         emit_token(s, backend_.logits(i_logits));
+      }
       ++i_logits;
     }
   }

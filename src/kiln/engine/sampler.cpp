@@ -371,6 +371,25 @@ bool Sampler::plain_argmax() const {
          p.frequency_penalty == 0.0f && !(p.ignore_eos && !eog_ids_.empty()) && p.logit_bias.empty();
 }
 
+bool Sampler::device_samplable() const {
+  const auto& p = params_;
+  // repetition_penalty over an empty window (penalty_last_n 0) changes nothing.
+  const bool rep = p.repetition_penalty != 1.0f && p.penalty_last_n != 0;
+  return !p.greedy() && p.top_k != 1 && !rep && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f && !(p.ignore_eos && !eog_ids_.empty()) &&
+         p.logit_bias.empty();
+}
+
+double Sampler::peek_uniform() const {
+  Rng copy = rng_;
+  return copy.next_double();
+}
+
+void Sampler::accept_drawn(int32_t token) {
+  rng_.next_u64();  // the draw peek_uniform() showed (next_double is one next_u64)
+  accept(token);
+}
+
 void Sampler::accept(int32_t token) {
   ++n_generated_;
   if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) ++gen_counts_[token];
@@ -417,7 +436,7 @@ std::span<const float> Sampler::adjusted_logits(std::span<const float> logits, i
 }
 
 // Draws from weights_[0 .. n_vocab) (the whole vocabulary, untruncated).
-int32_t Sampler::draw_dense(int32_t n_vocab) {
+int32_t Sampler::draw_dense(int32_t n_vocab, double u) {
   const float* w = weights_.data();
   block_sums_.resize(size_t((n_vocab + kBlock - 1) / kBlock));
   double total = 0.0;
@@ -428,7 +447,7 @@ int32_t Sampler::draw_dense(int32_t n_vocab) {
     total += block_sums_[bi];
     if (block_sums_[bi] > 0.0) last_block = bi;
   }
-  const double r = rng_.next_double() * total;
+  const double r = u * total;
   double cum = 0.0;
   for (size_t bi = 0; bi <= last_block; ++bi) {
     const double bs = block_sums_[bi];
@@ -503,12 +522,31 @@ size_t Sampler::nucleus(double target) {
   return hi;  // rounding kept the sum just under target: the range ends the set
 }
 
-int32_t Sampler::draw_candidates(size_t n_keep) {
+// Draws from the nucleus candidates_[0, n_keep) in id order, not in the order
+// nucleus() left it in: that order is an artifact of the partitioning, while
+// id order is canonical, so another implementation (the GPU sampler,
+// backend/cuda/kernels/sample.cu) can reproduce the draw exactly. The nucleus
+// is every candidate at least as good as its worst member (better() is a
+// total order), so filtering the id-ordered copy by_id_ recovers it in
+// O(candidates), with no sort.
+int32_t Sampler::draw_nucleus(size_t n_keep, double u) {
+  KILN_ASSERT(n_keep > 0 && n_keep <= candidates_.size());
+  const Candidate worst = *std::max_element(
+      candidates_.begin(), candidates_.begin() + ptrdiff_t(n_keep), better<Candidate>);
+  std::erase_if(by_id_, [&](const Candidate& c) { return better(worst, c); });
+  candidates_.swap(by_id_);
+  return draw_candidates(candidates_.size(), u);
+}
+
+// Draws from candidates_[0, n_keep) in their order: the first whose
+// cumulative weight exceeds u * total (rounding can leave u * total at or
+// above the last sum: then the last token with weight).
+int32_t Sampler::draw_candidates(size_t n_keep, double u) {
   const auto& c = candidates_;
   KILN_ASSERT(n_keep > 0 && n_keep <= c.size());
   double total = 0.0;
   for (size_t i = 0; i < n_keep; ++i) total += double(c[i].weight);
-  const double r = rng_.next_double() * total;
+  const double r = u * total;
   double cum = 0.0;
   size_t last = 0;
   for (size_t i = 0; i < n_keep; ++i) {
@@ -522,14 +560,26 @@ int32_t Sampler::draw_candidates(size_t n_keep) {
 
 int32_t Sampler::sample(std::span<const float> logits, int32_t n_vocab) {
   KILN_ASSERT(n_vocab > 0 && logits.size() >= size_t(n_vocab));
-  const float* l = apply_penalties(logits.data(), n_vocab);
-  const auto& p = params_;
-  int32_t id = -1;
-  if (p.greedy() || p.top_k == 1) {
-    id = argmax(l, n_vocab);
+  bool drew = false;
+  const int32_t id = choose(logits.data(), n_vocab, peek_uniform(), &drew);
+  if (drew)
+    accept_drawn(id);
+  else
     accept(id);
-    return id;
-  }
+  return id;
+}
+
+int32_t Sampler::choose(std::span<const float> logits, int32_t n_vocab, double u) {
+  KILN_ASSERT(n_vocab > 0 && logits.size() >= size_t(n_vocab));
+  bool drew = false;
+  return choose(logits.data(), n_vocab, u, &drew);
+}
+
+int32_t Sampler::choose(const float* raw, int32_t n_vocab, double u, bool* drew) {
+  const float* l = apply_penalties(raw, n_vocab);
+  const auto& p = params_;
+  *drew = false;
+  if (p.greedy() || p.top_k == 1) return argmax(l, n_vocab);
 
   // top-k, then the reference for temperature and min-p: the best logit.
   bool dense = true, sorted = false;
@@ -540,11 +590,8 @@ int32_t Sampler::sample(std::span<const float> logits, int32_t n_vocab) {
   }
   const float max_logit =
       dense ? max_value(l, n_vocab) : (candidates_.empty() ? kNegInf : candidates_[0].logit);
-  if (!(max_logit > kNegInf)) {
-    id = argmax(l, n_vocab);  // every token masked: nothing to draw from
-    accept(id);
-    return id;
-  }
+  if (!(max_logit > kNegInf))
+    return argmax(l, n_vocab);  // every token masked: nothing to draw from
 
   // Temperature: weights relative to the best token (which gets exactly 1).
   const float inv_temp = 1.0f / p.temperature;
@@ -567,9 +614,9 @@ int32_t Sampler::sample(std::span<const float> logits, int32_t n_vocab) {
     }
   }
 
-  if (dense && p.top_p >= 1.0f) {
-    id = draw_dense(n_vocab);
-  } else if (dense) {
+  *drew = true;
+  if (dense && p.top_p >= 1.0f) return draw_dense(n_vocab, u);
+  if (dense) {
     // top-p over the whole vocabulary. Tokens lighter than a share
     // eps = (1 - top_p) * total / n_vocab can never be in the nucleus: all of
     // them together weigh less than the (1 - top_p) it leaves out. Dropping
@@ -583,28 +630,26 @@ int32_t Sampler::sample(std::span<const float> logits, int32_t n_vocab) {
       const float w = weights_[size_t(i)];
       if (w > 0.0f && w >= eps) candidates_.push_back({i, l[i], w});
     }
-    id = draw_candidates(nucleus(double(p.top_p) * total));
-  } else {
-    size_t keep = candidates_.size();
-    if (p.top_p < 1.0f) {
-      double total = 0.0;
-      for (const auto& c : candidates_) total += double(c.weight);
-      const double target = double(p.top_p) * total;
-      if (sorted) {
-        double cum = 0.0;
-        for (size_t i = 0; i < candidates_.size(); ++i)
-          if ((cum += double(candidates_[i].weight)) >= target) {
-            keep = i + 1;
-            break;
-          }
-      } else {
-        keep = nucleus(target);
-      }
-    }
-    id = draw_candidates(keep);
+    by_id_.assign(candidates_.begin(), candidates_.end());
+    return draw_nucleus(nucleus(double(p.top_p) * total), u);
   }
-  accept(id);
-  return id;
+  size_t keep = candidates_.size();
+  if (p.top_p < 1.0f) {
+    double total = 0.0;
+    for (const auto& c : candidates_) total += double(c.weight);
+    const double target = double(p.top_p) * total;
+    if (!sorted) {  // min-p left them in id order
+      by_id_.assign(candidates_.begin(), candidates_.end());
+      return draw_nucleus(nucleus(target), u);
+    }
+    double cum = 0.0;
+    for (size_t i = 0; i < candidates_.size(); ++i)
+      if ((cum += double(candidates_[i].weight)) >= target) {
+        keep = i + 1;
+        break;
+      }
+  }
+  return draw_candidates(keep, u);
 }
 
 }  // namespace kiln::engine

@@ -111,7 +111,28 @@ class Sampler {
   // Chooses the next token from logits[0 .. n_vocab) (a longer span, e.g. a
   // padded output row, is fine) and records it as generated.
   // Order: penalties + bias -> top-k -> temperature -> min-p -> top-p -> draw.
+  // Equivalent to: u = peek_uniform(); t = choose(logits, n_vocab, u); then
+  // accept_drawn(t) when t came from a draw, else accept(t).
   int32_t sample(std::span<const float> logits, int32_t n_vocab);
+
+  // --- sampling elsewhere (a GPU backend) with this sequence's randomness ---
+  // True when sample() needs nothing but the raw logits and one uniform draw:
+  // temperature > 0 with any top-k (but 1) / top-p / min-p, and no penalty,
+  // logit_bias or EOG ban. Then a backend may choose the token from the row
+  // on the device with u = peek_uniform() (backend.h DeviceSampleRow) and the
+  // engine records it with accept_drawn(). The engine also requires that no
+  // logprobs are wanted (they need the row on the host anyway).
+  bool device_samplable() const;
+  // The uniform in [0, 1) that the next draw of sample() will use; changes
+  // nothing, so a row the device declines can still go through sample().
+  double peek_uniform() const;
+  // Records a token chosen elsewhere from the draw peek_uniform() returned:
+  // the RNG advances exactly as sample() advances it for one draw, then
+  // accept(token). Sequences of tokens and RNG states are those of sample().
+  void accept_drawn(int32_t token);
+  // The token sample() would return if its draw were u, changing no state
+  // (scratch only): the reference the device sampler is tested against.
+  int32_t choose(std::span<const float> logits, int32_t n_vocab, double u);
 
   // The logits as the truncation steps see them: after repetition, presence
   // and frequency penalties, logit_bias and EOG masking. Points at `logits`
@@ -127,9 +148,12 @@ class Sampler {
     float weight = 0.0f;  // exp((logit - max) / temperature), once known
   };
   const float* apply_penalties(const float* raw, int32_t n_vocab);
-  int32_t draw_dense(int32_t n_vocab);
+  // sample() without its bookkeeping; *drew tells whether u was used.
+  int32_t choose(const float* raw, int32_t n_vocab, double u, bool* drew);
+  int32_t draw_dense(int32_t n_vocab, double u);
   size_t nucleus(double target);
-  int32_t draw_candidates(size_t n_keep);
+  int32_t draw_nucleus(size_t n_keep, double u);
+  int32_t draw_candidates(size_t n_keep, double u);
   void push_context(int32_t token);
 
   SamplingParams params_;
@@ -145,6 +169,7 @@ class Sampler {
   std::vector<float> weights_;         // [n_vocab] unnormalized probabilities (dense path)
   std::vector<double> block_sums_;     // [ceil(n_vocab / 256)] partial sums of weights_
   std::vector<Candidate> candidates_;  // tokens still in the running after truncation
+  std::vector<Candidate> by_id_;       // candidates_ in id order, before nucleus() permutes them
 };
 
 // Index of the largest value in v[0..n), lowest index on ties; NaN never wins

@@ -80,6 +80,10 @@ class CudaBackend final : public Backend {
   Status synchronize() override;
   int32_t n_logits() const override;
   int32_t argmax(int32_t i) const override;
+  // Temperature / top-k / top-p / min-p on the GPU (cuda_sample.cpp).
+  bool supports_sampling() const override { return true; }
+  Status sample_rows(std::span<const DeviceSampleRow> rows) override;
+  int32_t sampled(int32_t row) const override;
   std::span<const float> logits(int32_t i) const override;
   Status copy_kv_block(int32_t src, int32_t dst) override;
   // The device KV layout is the canonical one (device_types.h KvLayout), so

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kiln/backend/cuda/cuda_backend.h"
+#include "kiln/backend/cuda/cuda_sample.h"
 #include "kiln/backend/cuda/device_types.h"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
 #include "kiln/backend/cuda/kernels/mma.cuh"
@@ -153,6 +154,7 @@ struct CudaBackend::Impl {
   int32_t* argmax_host = nullptr; // pinned copy, written by every step
   size_t argmax_host_cap = 0;     // ints
   int32_t n_logits = 0;
+  DeviceSampling sampling;        // sample_rows() (cuda_sample.cpp)
   std::vector<int32_t> validate_scratch;
   std::vector<int32_t> meta_scratch;
 
