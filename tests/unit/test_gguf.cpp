@@ -1,6 +1,8 @@
 // GGUF reader/writer: round trips, real files, and one handcrafted corrupt
 // file per failure the reader must catch (each with a clear message).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -390,4 +392,92 @@ TEST(GgufCorrupt, RandomByteFlipsNeverCrash) {
         EXPECT_LE(t.data + t.n_bytes, b.data() + b.size());
     }
   }
+}
+
+// ---- a file still arriving (kiln serve --model URL) ----------------------------
+
+namespace {
+
+// A whole file on disk read through a RangeWait that records what the
+// reader asked for: the stand-in for a download (test_fetch_overlap runs the
+// real one).
+struct ArrivingFile {
+  std::filesystem::path path;
+  int fd = -1;
+  std::vector<std::pair<uint64_t, uint64_t>> asked;
+  explicit ArrivingFile(const Writer& w) {
+    path = std::filesystem::temp_directory_path() /
+           ("kiln_test_gguf_arriving_" + std::to_string(::getpid()) + ".gguf");
+    EXPECT_TRUE(w.write(path.string()).ok());
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  ~ArrivingFile() {
+    ::close(fd);
+    std::filesystem::remove(path);
+  }
+  RangeWait recorder() {
+    return [this](uint64_t off, uint64_t len) {
+      asked.push_back({off, len});
+      return Status::success();
+    };
+  }
+};
+
+}  // namespace
+
+TEST(GgufArriving, HeaderWaitsForGrowingPrefixesOnly) {
+  // ~400 KB of metadata (several waits) and 1 MiB of tensor data behind it.
+  Writer w = small_writer();
+  w.set("test.pieces", make_string_array(std::vector<std::string>(20000, "some-token-piece")));
+  ASSERT_TRUE(w.add_tensor("big", DType::F32, {1024, 256},
+                           std::vector<uint8_t>(1024 * 256 * 4, 7)).ok());
+  ArrivingFile af(w);
+  auto f = File::open_arriving(af.fd, "arriving.gguf", af.recorder());
+  ASSERT_TRUE(f.ok()) << f.message();
+  auto ref = File::open(af.path.string());
+  ASSERT_TRUE(ref.ok()) << ref.message();
+  // Contiguous prefixes from byte 0, each at least doubling, ending before
+  // twice the header: never the tensor data it does not need.
+  ASSERT_GE(af.asked.size(), 3u);
+  uint64_t end = 0;
+  for (const auto& [off, len] : af.asked) {
+    EXPECT_EQ(off, end);
+    EXPECT_GE(off + len, 2 * end);
+    end = off + len;
+  }
+  EXPECT_GE(end, (*f)->data_offset() - 64);
+  EXPECT_LT(end, 2 * (*f)->data_offset());
+  EXPECT_LT(end, (*f)->file_size());
+  // The same file as a plain open.
+  EXPECT_EQ((*f)->metadata().size(), (*ref)->metadata().size());
+  EXPECT_EQ((*f)->data_offset(), (*ref)->data_offset());
+  ASSERT_EQ((*f)->tensors().size(), (*ref)->tensors().size());
+  EXPECT_EQ((*f)->get_array("test.pieces")->items.size(), 20000u);
+  // Readers of tensor data wait for exactly their bytes; other memory (a
+  // converted copy) has nothing to wait for.
+  af.asked.clear();
+  const TensorInfo* big = (*f)->tensor("big");
+  ASSERT_TRUE((*f)->await_at(big->data, big->n_bytes).ok());
+  ASSERT_EQ(af.asked.size(), 1u);
+  EXPECT_EQ(af.asked[0].first, (*f)->data_offset() + big->offset);
+  EXPECT_EQ(af.asked[0].second, big->n_bytes);
+  float elsewhere[4];
+  ASSERT_TRUE((*f)->await_at(elsewhere, sizeof elsewhere).ok());
+  EXPECT_EQ(af.asked.size(), 1u);
+  EXPECT_TRUE((*f)->arriving());
+  EXPECT_FALSE((*ref)->arriving());
+  EXPECT_TRUE((*ref)->await(0, 1).ok());
+  // The descriptor path reopens the very file, whatever its name becomes.
+  EXPECT_EQ((*f)->read_path().rfind("/proc/self/fd/", 0), 0u);
+  EXPECT_EQ(std::filesystem::file_size((*f)->read_path()), (*f)->file_size());
+  EXPECT_EQ((*ref)->read_path(), af.path.string());
+}
+
+TEST(GgufArriving, AFailedDownloadStopsTheParseWithItsError) {
+  ArrivingFile af(small_writer());
+  auto f = File::open_arriving(af.fd, "arriving.gguf", [](uint64_t, uint64_t) -> Status {
+    return make_error("https://host/m.gguf: sha256 mismatch");
+  });
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.message().find("sha256 mismatch"), std::string::npos) << f.message();
 }

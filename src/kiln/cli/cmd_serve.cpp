@@ -80,7 +80,7 @@ struct ServeOptions {
   std::string device;  // --device cpu|cuda (empty: cuda when a GPU is there)
   int http_threads = 2;
   std::string bench_result;
-  std::string download_dir;  // --model URL downloads here (empty: $TMPDIR/kiln-models)
+  ModelDownloadOptions download;  // --model URL: --download-dir, --download-connections, ...
   std::string embedding_model;       // --embedding-model: BERT encoder GGUF (optional)
   std::string embedding_model_name;  // its id in requests (default: file stem)
   int embedding_threads = 0;         // its CPU threads (0: min(4, hardware))
@@ -276,20 +276,27 @@ int run_serve(const ServeOptions& o) {
   timeline.mark("http_listening");
 
   // ---- load ---------------------------------------------------------------
-  // A URL is downloaded (parallel ranged GETs, verified) or reused from
-  // --download-dir first; readiness stays `loading` meanwhile.
+  // A URL downloads on a background thread (parallel ranged GETs, or a
+  // verified earlier download reused from --download-dir) while the model
+  // loads from the bytes already on disk: the header first, then each tensor
+  // as its bytes arrive. Readiness stays `loading` until the download is
+  // verified too.
   std::string model_path = o.model;
+  std::unique_ptr<fetch::BackgroundFetch> download;
   if (fetch::is_remote_url(o.model)) {
-    const auto t_fetch = Clock::now();
-    auto local = fetch_model_for_serve(o.model, o.download_dir);
-    if (!local) return fail(local.message());
-    model_path = *local;
-    metrics.set_phase_seconds("download", since(t_fetch));
+    auto dl = start_model_download(o.model, o.download);
+    if (!dl) return fail(dl.message());
+    download = std::move(*dl);
   }
-  if (model_path != o.model) timeline.mark("downloaded");
   const auto t_load = Clock::now();
   // A GGUF file, or a baked artifact directory (checksums verified first).
-  auto source = load_model_source(model_path, &timeline, "serve", /*defer_image_body=*/true);
+  auto source = [&]() -> Result<ModelSource> {
+    if (!download) return load_model_source(model_path, &timeline, "serve", /*defer_image_body=*/true);
+    auto src = open_downloading_model(*download, &timeline);
+    if (!src) return download_load_failure(*download, o.model, src.error());
+    model_path = download->final_path();
+    return src;
+  }();
   auto made = backend_future.get();
   if (!made) return fail(made.message());
   std::unique_ptr<Backend> backend = std::move(*made);
@@ -314,9 +321,15 @@ int run_serve(const ServeOptions& o) {
     if (!streamed)
       if (auto st = verify_image_body(*source); !st) return fail(st.message());
   }
-  if (auto st = backend->load_weights(**model); !st) return fail(st.message());
+  if (auto st = backend->load_weights(**model); !st)
+    return fail(download ? download_load_failure(*download, o.model, st.error()).message
+                         : st.message());
   source->image_body_unverified = false;  // verified by the load, or before it
   timeline.mark("weights_uploaded");
+  // Weights uploaded from a download count only once its checksum held.
+  if (download)
+    if (auto st = finish_model_download(*download, o.model, t_load, Clock::now(), timeline); !st)
+      return fail(st.message());
   auto tok = tok_future.get();
   if (!tok) return fail(tok.message());
   if (auto li = image_load_info(*backend))
@@ -517,12 +530,20 @@ void register_serve(CLI::App& root, Runner& run) {
                           "/v1/models, /v1/embeddings, /tokenize, /detokenize, /apply-template, "
                           "/health/live, /health/ready, /metrics)");
   sub->add_option("-m,--model", o->model,
-                  "GGUF model file to serve, or a URL (https://, http://, gs://BUCKET/OBJECT) "
-                  "to download first (docs/pull.md); default: the demo model built into kiln "
-                  "(models/README.md)");
-  sub->add_option("--download-dir", o->download_dir,
+                  "GGUF model file to serve, or a URL (https://, http://, gs://BUCKET/OBJECT): "
+                  "downloaded with parallel ranged GETs while the weights load from the chunks "
+                  "already there; ready only once the download's checksum holds (docs/pull.md). "
+                  "Default: the demo model built into kiln (models/README.md)");
+  sub->add_option("--download-dir", o->download.dir,
                   "Where --model URL is downloaded; a verified earlier download of the same "
                   "remote version is reused (default: $TMPDIR/kiln-models)");
+  sub->add_option("--download-connections", o->download.connections,
+                  "Parallel connections of the --model URL download")
+      ->capture_default_str();
+  sub->add_option("--download-chunk-size", o->download.chunk_size,
+                  "Bytes per ranged GET of the --model URL download (e.g. 64M); the weights load "
+                  "chunk by chunk as they complete")
+      ->capture_default_str();
   sub->add_option("--model-name", o->model_name,
                   "Name /v1/models lists and responses echo (default: the file name without "
                   ".gguf); requests may name any model")

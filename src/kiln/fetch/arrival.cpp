@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace kiln::fetch {
@@ -24,6 +25,8 @@ StartCallback ArrivalTracker::start_callback() {
                           " to read the download as it arrives: " + std::strerror(errno));
     const uint64_t cs = std::max<uint64_t>(1, s.chunk_size);
     chunks_.assign(size_t((s.size + cs - 1) / cs), false);
+    n_arrived_ = 0;
+    all_arrived_.reset();
     started_ = true;
     cv_.notify_all();
   };
@@ -34,7 +37,11 @@ ChunkCallback ArrivalTracker::chunk_callback() {
     std::lock_guard<std::mutex> lock(mu_);
     const uint64_t cs = std::max<uint64_t>(1, start_.chunk_size);
     for (uint64_t i = offset / cs; i * cs < offset + length && i < chunks_.size(); ++i)
-      chunks_[size_t(i)] = true;
+      if (!chunks_[size_t(i)]) {
+        chunks_[size_t(i)] = true;
+        n_arrived_++;
+      }
+    if (n_arrived_ == chunks_.size() && !all_arrived_) all_arrived_ = std::chrono::steady_clock::now();
     cv_.notify_all();
   };
 }
@@ -60,13 +67,31 @@ bool ArrivalTracker::covered(uint64_t offset, uint64_t length) const {
 
 Status ArrivalTracker::wait(uint64_t offset, uint64_t length) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return error_ || finished_ || (started_ && covered(offset, length)); });
+  stats_.calls++;
+  auto ready = [&] { return error_ || finished_ || (started_ && covered(offset, length)); };
+  if (!ready()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cv_.wait(lock, ready);
+    stats_.blocked++;
+    stats_.blocked_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   if (error_) return *error_;
   if (!started_ || offset + length > start_.size || !covered(offset, length))
     return make_error("bytes " + std::to_string(offset) + "+" + std::to_string(length) +
                       " are not in the downloaded file (" + std::to_string(start_.size) +
                       " bytes)");
   return Status::success();
+}
+
+ArrivalTracker::WaitStats ArrivalTracker::wait_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+std::optional<std::chrono::steady_clock::time_point> ArrivalTracker::all_arrived_at() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return all_arrived_;
 }
 
 Result<uint64_t> ArrivalTracker::wait_size() {

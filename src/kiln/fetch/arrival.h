@@ -3,6 +3,7 @@
 // fetch_to_file's callbacks mark, the consumer waits for the range it needs.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -40,15 +41,30 @@ class ArrivalTracker {
   // (DEST.partial, renamed to DEST at the end) it stays valid throughout.
   int fd() const { return fd_; }
 
+  // How the consumer fared: wait() calls, those that found their range not
+  // yet on disk (the consumer was ahead of the download) and the time they
+  // blocked (summed over threads: parallel readers may wait at once).
+  struct WaitStats {
+    uint64_t calls = 0;
+    uint64_t blocked = 0;
+    double blocked_seconds = 0;
+  };
+  WaitStats wait_stats() const;
+  // When the last chunk landed (before the final checksum), if it did.
+  std::optional<std::chrono::steady_clock::time_point> all_arrived_at() const;
+
  private:
   bool covered(uint64_t offset, uint64_t length) const;  // mu_ held
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   int fd_ = -1;
   bool started_ = false, finished_ = false;
   std::optional<Error> error_;
   FetchStart start_;
   std::vector<bool> chunks_;
+  size_t n_arrived_ = 0;  // chunks_ set
+  std::optional<std::chrono::steady_clock::time_point> all_arrived_;
+  WaitStats stats_;
 };
 
 }  // namespace kiln::fetch

@@ -70,11 +70,25 @@ struct TensorInfo {
 
 class MappedFile;
 
+// For a file whose bytes are still being written, e.g. downloaded (`kiln
+// serve --model URL`): blocks until bytes [offset, offset + length) are in
+// place, or fails (the download failed). Bytes not written yet read as zeros,
+// so nothing may read a range before its wait succeeded.
+using RangeWait = std::function<Status(uint64_t offset, uint64_t length)>;
+
 class File {
  public:
   // Maps and validates a file. The error message names the file, the field
   // and its byte offset.
   static Result<std::unique_ptr<File>> open(const std::string& path);
+  // Maps a file whose bytes are still arriving. `fd` must already have its
+  // final size (a download preallocates it); it is duplicated, the caller
+  // keeps its own. The header is parsed as `wait` reports its bytes in place
+  // (its length is not known up front: it waits for growing prefixes); the
+  // tensor data is not touched, and every reader of it must await its
+  // bytes first (model binding and the backends' load_weights do). `name`
+  // is what messages call the file.
+  static Result<std::unique_ptr<File>> open_arriving(int fd, std::string name, RangeWait wait);
   // Validates an in-memory image; `bytes` must outlive the File (used by the
   // fuzzer and tests).
   static Result<std::unique_ptr<File>> parse(std::span<const uint8_t> bytes,
@@ -89,6 +103,22 @@ class File {
   uint64_t file_size() const { return bytes_.size(); }
   const std::string& path() const { return path_; }
   std::span<const uint8_t> bytes() const { return bytes_; }
+
+  // Whether bytes of the file may still be missing (open_arriving).
+  bool arriving() const { return bool(wait_); }
+  // Blocks until bytes [offset, offset + length) are in place: a no-op (one
+  // test of an empty function) for a complete file.
+  Status await(uint64_t offset, uint64_t length) const {
+    return wait_ ? wait_(offset, length) : Status::success();
+  }
+  // The same for n bytes at address p; addresses outside the mapping (e.g.
+  // converted copies) have nothing to wait for.
+  Status await_at(const void* p, uint64_t n) const;
+  // A path that opens this very file again (for readers with their own
+  // descriptor): path(), or /proc/self/fd/N for a file opened from a
+  // descriptor, whose name may not exist yet (a download is renamed once
+  // complete and verified).
+  std::string read_path() const;
 
   // Metadata in file order.
   const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
@@ -109,6 +139,8 @@ class File {
   std::unique_ptr<MappedFile> map_;
   std::span<const uint8_t> bytes_;
   std::string path_;
+  RangeWait wait_;      // open_arriving only
+  int arriving_fd_ = -1;  // open_arriving: a duplicate of its descriptor (read_path)
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
   uint64_t data_offset_ = 0;

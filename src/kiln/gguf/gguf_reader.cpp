@@ -1,7 +1,11 @@
 // GGUF parsing and validation (layout in gguf.h). Every length read from the
 // file is checked against the bytes that remain before anything is allocated,
 // so a corrupt or hostile file costs at most a small multiple of its size.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <limits>
 
@@ -15,6 +19,10 @@ constexpr uint32_t kMaxDims = 4;             // ggml tensors have at most 4 dims
 constexpr int kMaxArrayDepth = 8;            // nested arrays beyond this are refused
 constexpr uint64_t kMaxArrayItems = 1ull << 24;  // per file, all arrays together
 constexpr uint64_t kMaxStringLen = 1ull << 30;
+// A header still arriving is waited for in growing prefixes: at least this
+// much first, then at least twice what is there (a handful of waits for a
+// multi-MB vocabulary instead of one per field).
+constexpr uint64_t kFirstArrivalWait = 64u << 10;
 
 // Smallest encoding of one value of a type: bounds element counts up front.
 uint64_t min_value_size(ValueType t) {
@@ -33,7 +41,9 @@ bool valid_value_type(uint32_t t) { return t <= uint32_t(ValueType::F64); }
 
 class Cursor {
  public:
-  Cursor(std::span<const uint8_t> b, const std::string& name) : b_(b), name_(name) {}
+  // `wait`: the file is still arriving (File::open_arriving); null: complete.
+  Cursor(std::span<const uint8_t> b, const std::string& name, const RangeWait* wait = nullptr)
+      : b_(b), name_(name), wait_(wait) {}
 
   uint64_t pos() const { return pos_; }
   uint64_t remaining() const { return b_.size() - pos_; }
@@ -47,6 +57,7 @@ class Cursor {
   Status read(T& out, const char* field) {
     if (remaining() < sizeof(T))
       return fail(std::string("file ends inside ") + field + " (truncated file?)");
+    if (wait_) KILN_TRY(arrive(sizeof(T)));
     std::memcpy(&out, b_.data() + pos_, sizeof(T));
     pos_ += sizeof(T);
     return {};
@@ -60,15 +71,30 @@ class Cursor {
       return fail(std::string(field) + " has length " + std::to_string(len) +
                   " but only " + std::to_string(remaining() - 8) + " bytes remain");
     }
+    if (wait_) KILN_TRY(arrive(len));
     out.assign(reinterpret_cast<const char*>(b_.data() + pos_), len);
     pos_ += len;
     return {};
   }
 
  private:
+  // Blocks until the next n bytes (within the file: callers checked) are in
+  // place. Sizes are checked against the whole file, which already has its
+  // final size, so only reads wait.
+  Status arrive(uint64_t n) {
+    if (pos_ + n <= ready_) return {};
+    const uint64_t want =
+        std::min<uint64_t>(b_.size(), std::max({pos_ + n, 2 * ready_, kFirstArrivalWait}));
+    KILN_TRY((*wait_)(ready_, want - ready_));
+    ready_ = want;
+    return {};
+  }
+
   std::span<const uint8_t> b_;
   const std::string& name_;
   uint64_t pos_ = 0;
+  const RangeWait* wait_ = nullptr;
+  uint64_t ready_ = 0;  // bytes [0, ready_) are in place
 };
 
 class Parser {
@@ -171,10 +197,40 @@ Result<std::unique_ptr<File>> File::parse(std::span<const uint8_t> bytes, std::s
   return f;
 }
 
-File::~File() = default;
+Result<std::unique_ptr<File>> File::open_arriving(int fd, std::string name, RangeWait wait) {
+  std::unique_ptr<File> f(new File());
+  f->arriving_fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (f->arriving_fd_ < 0)
+    return make_error("cannot duplicate the descriptor of '" + name + "': " + std::strerror(errno));
+  auto m = MappedFile::map_fd(fd, name);
+  if (!m) return m.error();
+  f->map_ = std::move(m.value());
+  f->bytes_ = f->map_->bytes();
+  f->path_ = std::move(name);
+  f->wait_ = std::move(wait);
+  KILN_TRY(f->parse_all());
+  return f;
+}
+
+File::~File() {
+  if (arriving_fd_ >= 0) ::close(arriving_fd_);
+}
+
+Status File::await_at(const void* p, uint64_t n) const {
+  if (!wait_) return {};
+  const auto* b = static_cast<const uint8_t*>(p);
+  if (b < bytes_.data() || b >= bytes_.data() + bytes_.size()) return {};
+  const uint64_t off = uint64_t(b - bytes_.data());
+  return wait_(off, std::min<uint64_t>(n, bytes_.size() - off));
+}
+
+std::string File::read_path() const {
+  return arriving_fd_ >= 0 ? "/proc/self/fd/" + std::to_string(arriving_fd_) : path_;
+}
 
 Status File::parse_all() {
-  Cursor c(bytes_, path_);
+  // A file still arriving: its reads wait for their bytes (see Cursor::arrive).
+  Cursor c(bytes_, path_, wait_ ? &wait_ : nullptr);
   char magic[4] = {};
   if (bytes_.size() < 4) return c.fail("file is " + std::to_string(bytes_.size()) +
                                        " bytes, too short to be GGUF");

@@ -13,6 +13,9 @@ namespace kiln::gguf {
 class MappedFile {
  public:
   static Result<std::unique_ptr<MappedFile>> open(const std::string& path);
+  // Maps the whole file behind `fd` at its current size (the descriptor stays
+  // the caller's; the mapping outlives it). `name` is for messages.
+  static Result<std::unique_ptr<MappedFile>> map_fd(int fd, const std::string& name);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -101,6 +101,11 @@ Vector WeightBinder::vector(const std::string& name, int64_t n) {
                      dtype_name(t->type)));
     return {};
   }
+  // Converted now, so its bytes must be in place (a file still downloading).
+  if (Status st = file_.await_at(t->data, t->n_bytes); !st) {
+    fail(fmt::format("tensor '{}': {}", name, st.message()));
+    return {};
+  }
   std::vector<float>& out = storage_.emplace_back(size_t(n));
   for (int64_t i = 0; i < n; ++i) {
     if (t->type == DType::F32) {

@@ -59,6 +59,10 @@ Status CpuBackend::load_weights(const model::Model& model) {
                                   "cannot read; serve it with --device cuda, or bake with "
                                   "--target-arch cpu for CPU serving",
                                   model.file().path(), layout));
+  // The forward pass reads the mapped weights in place, so with a file still
+  // downloading (serve --model URL) all of them must be there first.
+  if (const gguf::File& f = model.file(); f.arriving())
+    KILN_TRY(f.await(f.data_offset(), f.file_size() - f.data_offset()));
   model_ = &model;
   rope_.init(model.hparams(), model.weights().rope_freqs.data);
   act_ = Activations{};

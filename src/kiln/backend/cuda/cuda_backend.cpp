@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <utility>
 
 #include "kiln/backend/cuda/cuda_compat.h"
@@ -163,6 +165,22 @@ struct Uploader {
   const uint8_t* host_base = nullptr;
   const uint8_t* host_end = nullptr;
   uint8_t* dev_base = nullptr;
+  // The mapped GGUF: a file still downloading (serve --model URL) makes each
+  // copy below wait for its own bytes (File::await_at; a no-op otherwise).
+  const gguf::File* file = nullptr;
+
+  // The first file offset among ps (0 when none is in the file: converted
+  // copies), to order the uploads as their bytes lie in the file.
+  uint64_t file_offset(std::initializer_list<const void*> ps) const {
+    const auto bytes = file->bytes();
+    uint64_t first = UINT64_MAX;
+    for (const void* p : ps) {
+      const auto* b = static_cast<const uint8_t*>(p);
+      if (b >= bytes.data() && b < bytes.data() + bytes.size())
+        first = std::min<uint64_t>(first, uint64_t(b - bytes.data()));
+    }
+    return first == UINT64_MAX ? 0 : first;
+  }
 
   bool in_image(const void* p, size_t n) const {
     const auto* b = static_cast<const uint8_t*>(p);
@@ -173,6 +191,7 @@ struct Uploader {
   Result<const float*> vector(const model::Vector& v) {
     if (!v) return static_cast<const float*>(nullptr);
     if (in_image(v.data, size_t(v.n) * 4)) return reinterpret_cast<const float*>(dev(v.data));
+    KILN_TRY(file->await_at(v.data, size_t(v.n) * 4));
     DeviceBuffer b;
     if (!b.alloc(size_t(v.n) * 4)) return make_error(fmt::format("out of GPU memory uploading {}", v.name));
     KILN_CUDA_TRY(cudaMemcpy(b.as<void>(), v.data, size_t(v.n) * 4, cudaMemcpyHostToDevice));
@@ -205,9 +224,10 @@ struct Uploader {
   }
 
   // The GGUF rows of `ms`, one after another, to device memory at dst.
-  static Status copy_rows(const std::vector<const model::Matrix*>& ms, uint8_t* dst) {
+  Status copy_rows(const std::vector<const model::Matrix*>& ms, uint8_t* dst) const {
     for (const auto* m : ms) {
       const size_t bytes = size_t(m->n_out) * m->row_stride();
+      KILN_TRY(file->await_at(m->data, bytes));
       KILN_CUDA_TRY(cudaMemcpy(dst, m->data, bytes, cudaMemcpyHostToDevice));
       dst += bytes;
     }
@@ -283,7 +303,10 @@ struct Uploader {
       int64_t col = 0;
       for (size_t k = 0; k < ms.size(); ++k) {
         const model::Vector* b = k < biases.size() ? biases[k] : nullptr;
-        if (b && *b) std::memcpy(host.data() + col, b->data, size_t(b->n) * 4);
+        if (b && *b) {
+          KILN_TRY(file->await_at(b->data, size_t(b->n) * 4));
+          std::memcpy(host.data() + col, b->data, size_t(b->n) * 4);
+        }
         col += ms[k]->n_out;
       }
       model::Vector v;
@@ -343,6 +366,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
   s.max_in = 0;
   for (const auto* m : all) s.max_in = std::max(s.max_in, m->n_in);
   Uploader up{s, {}};
+  up.file = &model.file();
   s.load_report = CudaLoadReport{};
 
   // A baked weight image: copy the whole data section to the GPU in one
@@ -377,7 +401,9 @@ Status CudaBackend::load_weights(const model::Model& model) {
     fo.threads = s.opt.load_threads;
     if (!fo.on_chunk) fo.chunk_bytes = s.opt.load_chunk_bytes;
     fo.direct = s.opt.load_direct;
-    auto st = upload_file_range(file.path(), file.data_offset(), n, slab.as<void>(), fo);
+    if (file.arriving())  // each chunk waits for its bytes (read_path: the name may not exist yet)
+      fo.wait_range = [&file](uint64_t off, uint64_t len) { return file.await(off, len); };
+    auto st = upload_file_range(file.read_path(), file.data_offset(), n, slab.as<void>(), fo);
     if (!st) return st.error();
     up.host_base = file.bytes().data() + file.data_offset();
     up.host_end = file.bytes().data() + file.data_offset() + n;
@@ -387,46 +413,59 @@ Status CudaBackend::load_weights(const model::Model& model) {
     s.load_report = {true, st->bytes, st->seconds, st->threads};
   }
 
-  auto embd = up.run(image::split_runs({&w.tok_embd})[0]);
-  if (!embd) return embd.error();
-  s.tok_embd = *embd;
-  if (w.output_tied || w.output.data == w.tok_embd.data) {
+  // Uploads go in the order their bytes lie in the file (each fills its own
+  // slot, so nothing else depends on the order): a file still downloading
+  // (serve --model URL) arrives in roughly that order, so each upload waits
+  // only for its own bytes while later ones download.
+  const bool tied = w.output_tied || w.output.data == w.tok_embd.data;
+  s.layers.assign(w.layers.size(), DeviceLayer{});
+  std::vector<std::pair<uint64_t, std::function<Status()>>> jobs;
+  auto vec = [&](const model::Vector& v, const float*& slot) {
+    jobs.emplace_back(up.file_offset({v.data}), [&up, &v, &slot]() -> Status {
+      auto p = up.vector(v);
+      if (!p) return p.error();
+      slot = *p;
+      return Status::success();
+    });
+  };
+  auto grp = [&](std::vector<const model::Matrix*> ms, std::vector<const model::Vector*> bs,
+                 LinearGroup& slot) {
+    uint64_t at = UINT64_MAX;
+    for (const auto* m : ms) at = std::min(at, up.file_offset({m->data}));
+    jobs.emplace_back(at, [&up, ms, bs, &slot]() -> Status {
+      auto g = up.group(ms, bs);
+      if (!g) return g.error();
+      slot = std::move(*g);
+      return Status::success();
+    });
+  };
+  jobs.emplace_back(up.file_offset({w.tok_embd.data}), [&]() -> Status {
+    auto e = up.run(image::split_runs({&w.tok_embd})[0]);
+    if (!e) return e.error();
+    s.tok_embd = *e;
+    return Status::success();
+  });
+  if (!tied) grp({&w.output}, {}, s.output);
+  vec(w.output_norm, s.output_norm);
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const model::LayerWeights& l = w.layers[i];
+    DeviceLayer& d = s.layers[i];
+    vec(l.attn_norm, d.attn_norm);
+    vec(l.ffn_norm, d.ffn_norm);
+    vec(l.q_norm, d.q_norm);
+    vec(l.k_norm, d.k_norm);
+    grp({&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv}, d.qkv);
+    grp({&l.wo}, {&l.bo}, d.wo);
+    grp({&l.w_gate, &l.w_up}, {}, d.gate_up);
+    grp({&l.w_down}, {}, d.down);
+  }
+  std::stable_sort(jobs.begin(), jobs.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& job : jobs) KILN_TRY(job.second());
+  if (tied) {
     s.output = LinearGroup{};
     s.output.parts.push_back({s.tok_embd, 0});
     s.output.n_out = s.tok_embd.n_out;
-  } else {
-    auto out = up.group({&w.output}, {});
-    if (!out) return out.error();
-    s.output = *out;
-  }
-  auto on = up.vector(w.output_norm);
-  if (!on) return on.error();
-  s.output_norm = *on;
-
-  for (const auto& l : w.layers) {
-    DeviceLayer d;
-    auto an = up.vector(l.attn_norm);
-    auto fn = up.vector(l.ffn_norm);
-    auto qn = up.vector(l.q_norm);
-    auto kn = up.vector(l.k_norm);
-    if (!an) return an.error();
-    if (!fn) return fn.error();
-    if (!qn) return qn.error();
-    if (!kn) return kn.error();
-    d.attn_norm = *an, d.ffn_norm = *fn, d.q_norm = *qn, d.k_norm = *kn;
-    auto qkv = up.group({&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv});
-    if (!qkv) return qkv.error();
-    d.qkv = *qkv;
-    auto wo = up.group({&l.wo}, {&l.bo});
-    if (!wo) return wo.error();
-    d.wo = *wo;
-    auto gu = up.group({&l.w_gate, &l.w_up}, {});
-    if (!gu) return gu.error();
-    d.gate_up = *gu;
-    auto down = up.group({&l.w_down}, {});
-    if (!down) return down.error();
-    d.down = *down;
-    s.layers.push_back(std::move(d));
   }
 
   // Batches above matvec size never need cuBLAS when every weight has a
@@ -442,6 +481,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
 
   // RoPE frequencies exactly as the CPU backend forms them (cpu/rope.cpp).
   std::vector<double> inv(size_t(hp.n_rot / 2));
+  if (w.rope_freqs) KILN_TRY(file.await_at(w.rope_freqs.data, size_t(w.rope_freqs.n) * 4));
   for (size_t i = 0; i < inv.size(); ++i) {
     double f = std::pow(hp.rope_freq_base, -2.0 * double(i) / double(hp.n_rot));
     if (w.rope_freqs) f /= double(w.rope_freqs.data[i]);

@@ -95,6 +95,8 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
       if (i >= n_chunks) break;
       const uint64_t begin = offset + i * chunk;
       const uint64_t len = std::min<uint64_t>(chunk, offset + n - begin);
+      if (opt.wait_range)
+        if (Status st = opt.wait_range(begin, len); !st) return fail(st.message());
       // Wait until this buffer's previous copy has left it.
       if (rd.used[k] && cudaEventSynchronize(rd.done[k]) != cudaSuccess)
         return fail("a host-to-device copy failed while loading");

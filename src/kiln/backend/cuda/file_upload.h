@@ -25,6 +25,12 @@ struct FileUploadOptions {
   // lets a checksum ride along with the only read of the file. An error
   // stops the upload and is returned.
   std::function<Status(uint64_t i, std::span<const uint8_t> bytes)> on_chunk;
+  // A file still being written (serve --model URL): called on the reader
+  // thread before each chunk is read, with its file range; it blocks until
+  // those bytes are in place. An error stops the upload and is returned.
+  // Empty for a complete file. Chunks are claimed in file order, so the
+  // readers follow the download.
+  std::function<Status(uint64_t offset, uint64_t length)> wait_range;
 };
 
 struct FileUploadStats {
