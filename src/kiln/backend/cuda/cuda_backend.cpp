@@ -17,6 +17,7 @@
 #include "kiln/backend/cuda/file_upload.h"
 #include "kiln/backend/weight_image.h"
 #include "kiln/gguf/gguf.h"
+#include "kiln/backend/cuda/kernels/attention.cuh"
 #include "kiln/backend/cuda/kernels/kv_blocks.cuh"
 #include "kiln/backend/cuda/kernels/repack.cuh"
 #include "kiln/core/assert.h"
@@ -502,6 +503,11 @@ Status CudaBackend::load_weights(const model::Model& model) {
   // request with more than matvec_max_rows prompt rows does not pay it.
   s.gemm_warm = std::async(std::launch::async, [dev = s.opt.device] {
     cudaSetDevice(dev);
+    // Kernels the first batched or long-context request would otherwise load
+    // on its own time (lazy module loading); every forward waits for this
+    // thread while graphs are on, so the warm-up request has them.
+    mma_prime();
+    for (KvType t : {KvType::f16, KvType::fp8, KvType::q8_0, KvType::f32}) attention_prime(t);
     cublasHandle_t h = nullptr;
     cudaStream_t st = nullptr;
     void* buf = nullptr;

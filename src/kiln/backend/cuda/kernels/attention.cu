@@ -303,6 +303,18 @@ __global__ void attention_combine_kernel(const float* __restrict__ part, int n_s
 
 }  // namespace
 
+void attention_prime(KvType t) {
+  cudaFuncAttributes attr{};
+  switch (t) {
+    case KvType::f32: (void)cudaFuncGetAttributes(&attr, attention_kernel<KvType::f32>); break;
+    case KvType::f16: (void)cudaFuncGetAttributes(&attr, attention_kernel<KvType::f16>); break;
+    case KvType::fp8: (void)cudaFuncGetAttributes(&attr, attention_kernel<KvType::fp8>); break;
+    case KvType::q8_0: (void)cudaFuncGetAttributes(&attr, attention_kernel<KvType::q8_0>); break;
+  }
+  (void)cudaFuncGetAttributes(&attr, attention_combine_kernel);
+  (void)cudaGetLastError();
+}
+
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
   if (a.n_rows == 0) return 0;
   const Plan p = make_plan(a, n_sms);

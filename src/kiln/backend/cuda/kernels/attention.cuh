@@ -23,6 +23,10 @@ struct AttentionArgs {
   int n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
 };
 
+// Loads the attention kernels for KV type t and the split merge (CUDA loads
+// kernels lazily at first launch); safe on any thread.
+void attention_prime(KvType t);
+
 // Floats of workspace attention() needs for these arguments (split partials).
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms);
 

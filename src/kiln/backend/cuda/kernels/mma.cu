@@ -354,6 +354,17 @@ void launch(const DeviceMatrix& w, const Plan& p, const uint16_t* x16, int64_t l
 
 }  // namespace
 
+void mma_prime() {
+  auto each = [&]<bool kQ4>() {
+    resident_blocks<kQ4, 1>(), resident_blocks<kQ4, 2>(), resident_blocks<kQ4, 4>(), resident_blocks<kQ4, 8>();
+  };
+  each.template operator()<true>();
+  each.template operator()<false>();
+  cudaFuncAttributes attr{};
+  (void)cudaFuncGetAttributes(&attr, splitk_reduce_kernel);  // loads it
+  (void)cudaGetLastError();
+}
+
 bool mma_supported(const DeviceMatrix& w) {
   return w.repacked() && (w.type == DType::Q4_0 || w.type == DType::Q8_0) && w.n_in % 128 == 0 &&
          w.n_out < (int64_t(1) << 31);

@@ -21,6 +21,11 @@
 
 namespace kiln::cuda {
 
+// Loads every instantiation of the kernels (CUDA loads a kernel lazily at its
+// first launch, ~ms for the first request that needs it) and sizes their
+// launch plans; safe on any thread.
+void mma_prime();
+
 // w can take the tensor-core path: repacked q4_0 / q8_0 with n_in % 128 == 0.
 bool mma_supported(const DeviceMatrix& w);
 
