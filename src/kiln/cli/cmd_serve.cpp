@@ -10,7 +10,6 @@
 #include <fstream>
 #include <future>
 #include <memory>
-#include <span>
 #include <sstream>
 #include <vector>
 
@@ -184,22 +183,6 @@ Status warm_up(engine::Engine& eng, std::vector<int32_t> prompt, int32_t max_tok
       return make_error("warm-up request did not finish within 5 minutes");
     }
   }
-}
-
-// The tokens of the longest chain of baked prefix blocks (root first).
-std::vector<int32_t> longest_baked_prefix(const engine::PrefixBlocks& p) {
-  std::vector<int32_t> depth(p.blocks.size(), 0);
-  int32_t best = -1;
-  for (size_t i = 0; i < p.blocks.size(); ++i) {
-    const int32_t parent = p.blocks[i].parent;
-    depth[i] = parent < 0 ? 1 : depth[size_t(parent)] + 1;
-    if (best < 0 || depth[i] > depth[size_t(best)]) best = int32_t(i);
-  }
-  std::vector<std::span<const int32_t>> chain;
-  for (int32_t b = best; b >= 0; b = p.blocks[size_t(b)].parent) chain.push_back(p.blocks[size_t(b)].tokens);
-  std::vector<int32_t> out;
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) out.insert(out.end(), it->begin(), it->end());
-  return out;
 }
 
 int run_serve(const ServeOptions& o) {
@@ -514,20 +497,6 @@ int run_serve(const ServeOptions& o) {
       !st) {
     (*eng)->stop();
     return fail(st.message());
-  }
-  // A request shaped like the ones the baked prefixes are for (the longest
-  // baked chain plus a short question): the first such request after ready
-  // then finds the batched kernels loaded and the long-context attention
-  // workspace sized, instead of paying for it (bench/NOTES.md, cold start).
-  if (source->artifact && !o.no_prefix_cache) {
-    auto prompt = longest_baked_prefix(source->artifact->warm->data().prefixes);
-    const auto q = tok->encode(" Hello, what is this about?", false, false);
-    prompt.insert(prompt.end(), q.begin(), q.end());
-    if (prompt.size() > q.size() && int64_t(prompt.size()) + 1 < o.ctx_size)
-      if (auto st = warm_up(**eng, std::move(prompt), 1); !st) {
-        (*eng)->stop();
-        return fail(st.message());
-      }
   }
   if (embedder) {  // its weights paged in and its buffers grown before traffic
     if (auto r = embedder->embed("Hello"); !r) {
