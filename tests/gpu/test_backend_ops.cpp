@@ -24,6 +24,7 @@
 #include "kiln/backend/cuda/kernels/argmax.cuh"
 #include "kiln/backend/cuda/kernels/attention.cuh"
 #include "kiln/backend/cuda/kernels/embed.cuh"
+#include "kiln/backend/cuda/kernels/flash_attention.cuh"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
 #include "kiln/backend/cuda/kernels/mma.cuh"
@@ -31,6 +32,7 @@
 #include "kiln/backend/cuda/kernels/repack.cuh"
 #include "kiln/backend/cuda/kernels/rope_kv.cuh"
 #include "kiln/backend/cuda/kernels/swiglu.cuh"
+#include "kiln/core/fp16.h"
 #include "kiln/core/threadpool.h"
 #include "kiln/model/hparams.h"
 #include "kiln/quant/quant.h"
@@ -680,6 +682,36 @@ TEST_P(CudaAttention, MatchesCpu) {
       got.resize(ref.size());
       expect_close("attention", std::string(c.label) + " " + sub.what + " L" + std::to_string(layer),
                    compare(got, ref), kF32);
+      // Tensor-core prefill kernel over every row (tiles of runs of one
+      // sequence; the decode row of the other sequence is a tile of one),
+      // Q and P rounded to f16: the f16 bound.
+      if (sub.rows.size() == n && cuda::flash_supported(ga)) {
+        std::vector<int32_t> seqs, poss;
+        for (const auto& tk : batch.tokens) seqs.push_back(tk.seq), poss.push_back(tk.pos);
+        for (int max_rows : {cuda::flash_rows_per_tile(ga), 3}) {
+          const auto tiles = cuda::flash_tiles(seqs.data(), poss.data(), int64_t(n), max_rows);
+          std::vector<int32_t> flat;
+          for (const auto& tl : tiles) flat.push_back(tl.row0), flat.push_back(tl.n);
+          DevVec<int32_t> dtiles(flat);
+          DevVec<float> fwork(std::max<size_t>(cuda::flash_workspace_floats(ga, int(tiles.size()), n_sms), 1));
+          DevVec<uint16_t> dout16(n * size_t(hp.n_attn_out()));
+          cuda::AttentionArgs fa = ga;
+          fa.out16 = dout16.get();
+          dout.poison();
+          cuda::attention_flash(fa, reinterpret_cast<const cuda::AttnTile*>(dtiles.get()), int(tiles.size()),
+                                fwork.get(), n_sms, nullptr);
+          auto fgot = dout.download();
+          fgot.resize(ref.size());
+          expect_close("flash_attention", std::string(c.label) + " tiles<=" + std::to_string(max_rows) + " L" +
+                                              std::to_string(layer),
+                       compare(fgot, ref), kRounded);
+          const auto h16 = dout16.download();
+          std::vector<float> f16v(ref.size());
+          for (size_t i = 0; i < ref.size(); ++i) f16v[i] = fp16_to_f32(h16[i]);
+          expect_close("flash_attention", std::string(c.label) + " f16 copy L" + std::to_string(layer),
+                       compare(f16v, ref), kRounded);
+        }
+      }
     }
   }
 }
@@ -690,7 +722,11 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnCase{"g4_hd128_f32", 32, 8, 128, KvType::f32},
                       AttnCase{"g16_hd64_q8_0", 32, 2, 64, KvType::q8_0},
                       AttnCase{"g2_hd32_fp8", 4, 2, 32, KvType::fp8},
-                      AttnCase{"g1_hd8_f16", 4, 4, 8, KvType::f16}),
+                      AttnCase{"g1_hd8_f16", 4, 4, 8, KvType::f16},
+                      // head size 128 with f16 K/V: the tensor-core prefill kernel as well
+                      AttnCase{"g4_hd128_f16", 32, 8, 128, KvType::f16},
+                      AttnCase{"g8_hd128_f16", 16, 2, 128, KvType::f16},
+                      AttnCase{"g1_hd128_f16", 4, 4, 128, KvType::f16}),
     [](const auto& info) { return std::string(info.param.label); });
 
 }  // namespace

@@ -62,15 +62,18 @@ std::unique_ptr<Backend> cuda_backend(const model::Model& m, KvType kv, int32_t 
   return std::move(be.value());
 }
 
-// Feeds `tokens` in chunks of `chunk` rows (0: all at once); logits of every position.
-Logits run(Backend& be, const std::vector<int32_t>& tokens, const std::vector<int32_t>& blocks, size_t chunk) {
+// Feeds `tokens` in chunks of `chunk` rows (0: all at once); logits of every
+// position, or with last_only of each chunk's last position (a prefill: the
+// CUDA backend then takes its tensor-core attention for the rows).
+Logits run(Backend& be, const std::vector<int32_t>& tokens, const std::vector<int32_t>& blocks, size_t chunk,
+           bool last_only = false) {
   Logits out;
   if (chunk == 0) chunk = tokens.size();
   for (size_t s = 0; s < tokens.size(); s += chunk) {
     Batch b;
     const int32_t q = b.add_seq(blocks);
     const size_t e = std::min(tokens.size(), s + chunk);
-    for (size_t i = s; i < e; ++i) b.add(tokens[i], int32_t(i), q, true);
+    for (size_t i = s; i < e; ++i) b.add(tokens[i], int32_t(i), q, !last_only || i + 1 == e);
     auto st = be.forward(b);
     EXPECT_TRUE(st.ok()) << st.message();
     EXPECT_TRUE(be.synchronize().ok());
@@ -172,6 +175,17 @@ TEST_P(CudaReference, AgreesWithCpuAndExact) {
   auto gpu_blas = cuda_backend(**model, KvType::f16, n_blocks, bs, 8, 0);
   ASSERT_TRUE(gpu_blas);
   const Logits blas = run(*gpu_blas, tokens, blocks, 0);  // dequantize + cuBLAS for every weight
+  // Prefill chunks of 24 rows wanting only their last logits (tensor-core
+  // attention where the shapes allow) against the CPU at those positions.
+  const Logits pre = run(*gpu, tokens, blocks, 24, /*last_only=*/true);
+  Logits cpu_at;
+  for (size_t e = 24; e <= tokens.size() + 23; e += 24) cpu_at.push_back(cpu_l[std::min(e, tokens.size()) - 1]);
+  {
+    ASSERT_EQ(pre.size(), cpu_at.size());
+    const Agreement a = compare_logits(pre, cpu_at);
+    print("cuda prefill24 vs cpu-ref", name, a);
+    EXPECT_LE(a.max_err, kVsCpu) << "prefill chunks";
+  }
 
   // vs float64 exact_top and llama.cpp's distance to it.
   auto vs_exact = [&](const Logits& l) {

@@ -18,6 +18,7 @@
 #include "kiln/backend/weight_image.h"
 #include "kiln/gguf/gguf.h"
 #include "kiln/backend/cuda/kernels/attention.cuh"
+#include "kiln/backend/cuda/kernels/flash_attention.cuh"
 #include "kiln/backend/cuda/kernels/kv_blocks.cuh"
 #include "kiln/backend/cuda/kernels/repack.cuh"
 #include "kiln/core/assert.h"
@@ -97,6 +98,8 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
   impl->opt = options;
   if (const char* e = std::getenv("KILN_CUDA_GRAPHS"); e && std::strcmp(e, "0") == 0)
     impl->opt.use_graphs = false;
+  if (const char* e = std::getenv("KILN_FLASH_ATTN"); e && std::strcmp(e, "0") == 0)
+    impl->opt.flash_attention = false;
   if (const char* e = std::getenv("KILN_MMA_MAX_ROWS"); e && *e)
     impl->opt.mma_max_rows = std::max(0, std::atoi(e));
   if (const char* e = std::getenv("KILN_MATVEC_MAX_ROWS"); e && *e)
@@ -507,6 +510,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
     // on its own time (lazy module loading); every forward waits for this
     // thread while graphs are on, so the warm-up request has them.
     mma_prime();
+    flash_prime();
     for (KvType t : {KvType::f16, KvType::fp8, KvType::q8_0, KvType::f32}) attention_prime(t);
     cublasHandle_t h = nullptr;
     cudaStream_t st = nullptr;
@@ -563,6 +567,12 @@ Status CudaBackend::init_kv_cache(const KvCacheConfig& cfg) {
   k.base = s.kv_buf.as<uint8_t>();
   s.kv = k;
   s.kv_cfg = cfg;
+  // Split-attention partials: sized once for the common shapes (up to ~10k
+  // row x head x split records of head size 128), so a first long-context
+  // prefill does not stop the stream to grow it; larger plans still grow it.
+  const size_t work = size_t(12) << 20;  // floats
+  if (s.attn_work.bytes() < work * 4 && !s.attn_work.alloc(work * 4))
+    return make_error("out of GPU memory for the attention workspace");
   return Status::success();
 }
 

@@ -34,6 +34,10 @@ struct CudaOptions {
   // Replay decode steps (matvec-sized batches, every row wanting logits) as
   // CUDA graphs. KILN_CUDA_GRAPHS=0 in the environment turns them off.
   bool use_graphs = true;
+  // Prefill rows (runs of one sequence) take the tensor-core attention
+  // (kernels/flash_attention.cuh) where it covers the shapes (f16 K/V, head
+  // size 128). KILN_FLASH_ATTN=0 in the environment turns it off.
+  bool flash_attention = true;
   // Loading a baked weight image (see backend/weight_image.h): reader
   // threads, bytes per read, and O_DIRECT for files not in the page cache.
   int load_threads = 8;

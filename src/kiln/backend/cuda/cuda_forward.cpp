@@ -14,6 +14,7 @@
 #include "kiln/backend/cuda/cuda_check.h"
 #include "kiln/backend/cuda/kernels/attention.cuh"
 #include "kiln/backend/cuda/kernels/embed.cuh"
+#include "kiln/backend/cuda/kernels/flash_attention.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
 #include "kiln/backend/cuda/kernels/mma.cuh"
 #include "kiln/backend/cuda/kernels/norm.cuh"
@@ -150,6 +151,30 @@ Status CudaBackend::forward(const Batch& batch) {
     const auto& table = batch.seqs[size_t(q)].block_table;
     for (int64_t b = 0; b < used; ++b) bt[off++] = table[size_t(b)];
   }
+  // Rows in runs of one sequence (prefill chunks) take the tensor-core
+  // attention: its tiles travel with the metadata. Not for steps where every
+  // row wants logits (decode, which graphs capture without tiles).
+  const int64_t tiles_off = int64_t(m.size());
+  int64_t n_tiles = 0;
+  if (s.opt.flash_attention && n >= 16 && n_logits < n) {
+    AttentionArgs probe;
+    probe.kv.type = s.kv.type;
+    probe.n_head = int(hp.n_head);
+    probe.n_head_kv = int(hp.n_head_kv);
+    probe.head_dim_k = int(hp.head_dim_k);
+    probe.head_dim_v = int(hp.head_dim_v);
+    if (flash_supported(probe)) {
+      const auto tiles = flash_tiles(seq, pos, n, flash_rows_per_tile(probe));
+      if (int64_t(tiles.size()) * 4 <= n) {  // on average 4+ rows share each K/V load
+        n_tiles = int64_t(tiles.size());
+        m.resize(size_t(tiles_off + 2 * n_tiles));  // (the row pointers above are stale now)
+        for (int64_t i = 0; i < n_tiles; ++i) {
+          m[size_t(tiles_off + 2 * i)] = tiles[size_t(i)].row0;
+          m[size_t(tiles_off + 2 * i + 1)] = tiles[size_t(i)].n;
+        }
+      }
+    }
+  }
   KILN_TRY(s.reserve_meta(m.size()));
   KILN_TRY(s.reserve_rows(n));
   KILN_TRY(s.reserve_logits(n_logits));
@@ -174,7 +199,9 @@ Status CudaBackend::forward(const Batch& batch) {
   step.n_logits = n_logits;
   step.max_ctx = max_ctx;
   step.max_ctx_logits = max_ctx_logits;
-  const bool graph = s.graph_eligible(step);
+  step.n_tiles = n_tiles;
+  step.tiles_off = tiles_off;
+  const bool graph = s.graph_eligible(step) && n_tiles == 0;
   if (graph) step.max_ctx = step.max_ctx_logits = Impl::ctx_bucket(max_ctx);
   KILN_TRY(s.reserve_attention(step));
   if (!graph) {
@@ -252,7 +279,11 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     if (q8_wo) a.outq = s.act_q8();
     const bool f16_wo = all_mma_parts(s, L.wo, n_rows);
     if (f16_wo) a.out16 = s.x16.as<uint16_t>();
-    attention(a, s.attn_work.as<float>(), s.n_sms, s.stream);
+    if (!last && st.n_tiles > 0 && !a.outq.q)
+      attention_flash(a, reinterpret_cast<const AttnTile*>(md + st.tiles_off), int(st.n_tiles),
+                      s.attn_work.as<float>(), s.n_sms, s.stream);
+    else
+      attention(a, s.attn_work.as<float>(), s.n_sms, s.stream);
 
     if (last && n_rows < n) {  // keep the logit rows of the residual stream, compacted
       gather_rows(x, logit_rows_dev, n_rows, e, x_alt, s.stream);
@@ -317,6 +348,10 @@ Status CudaBackend::Impl::reserve_attention(const Step& st) {
   a.n_rows = st.n;
   a.max_ctx = st.max_ctx;
   size_t work = attention_workspace_floats(a, n_sms);
+  if (st.n_tiles > 0) {
+    a.kv.type = kv.type;
+    work = std::max(work, flash_workspace_floats(a, int(st.n_tiles), n_sms));
+  }
   a.n_rows = st.n_logits;
   a.max_ctx = st.max_ctx_logits;
   work = std::max(work, attention_workspace_floats(a, n_sms));

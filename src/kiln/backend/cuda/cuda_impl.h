@@ -162,6 +162,7 @@ struct CudaBackend::Impl {
   struct Step {
     int64_t n = 0, n_seqs = 0, n_logits = 0;
     int32_t max_ctx = 0, max_ctx_logits = 0;  // attention plans (bucketed under graphs)
+    int64_t n_tiles = 0, tiles_off = 0;       // tensor-core prefill attention tiles in the metadata
   };
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs;  // decode graphs by step shape
 

@@ -315,6 +315,17 @@ void attention_prime(KvType t) {
   (void)cudaGetLastError();
 }
 
+void attention_merge_splits(const float* part, int n_splits, const AttentionArgs& a, cudaStream_t stream) {
+  const bool fuse_q8 = a.outq.q && a.head_dim_v % 32 == 0;
+  CUDA_CHECK(compat::launch_pdl(attention_combine_kernel, dim3(unsigned(a.n_rows), unsigned(a.n_head)),
+                                dim3(128), 0, stream, part, n_splits, a.head_dim_v, a.n_head, a.out,
+                                fuse_q8 ? a.outq : ActQ8{}, a.out16));
+  CUDA_CHECK_LAUNCH();
+  if (a.outq.q && !fuse_q8)
+    quantize_q8(a.out, int64_t(a.n_head) * a.head_dim_v, a.outq, a.n_rows, int64_t(a.n_head) * a.head_dim_v,
+                stream);
+}
+
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
   if (a.n_rows == 0) return 0;
   const Plan p = make_plan(a, n_sms);
@@ -344,12 +355,7 @@ void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stre
   }
   CUDA_CHECK_LAUNCH();
   if (plan.n_splits > 1) {
-    const bool fuse_q8 = a.outq.q && a.head_dim_v % 32 == 0;
-    CUDA_CHECK(compat::launch_pdl(attention_combine_kernel, dim3(unsigned(a.n_rows), unsigned(a.n_head)),
-                                  dim3(128), 0, stream, static_cast<const float*>(work), plan.n_splits,
-                                  a.head_dim_v, a.n_head, a.out, fuse_q8 ? a.outq : ActQ8{}, a.out16));
-    if (a.outq.q && !fuse_q8) quantize_q8(a.out, int64_t(a.n_head) * a.head_dim_v, a.outq, a.n_rows,
-                                          int64_t(a.n_head) * a.head_dim_v, stream);
+    attention_merge_splits(work, plan.n_splits, a, stream);
   } else if (a.outq.q) {
     quantize_q8(a.out, int64_t(a.n_head) * a.head_dim_v, a.outq, a.n_rows,
                 int64_t(a.n_head) * a.head_dim_v, stream);

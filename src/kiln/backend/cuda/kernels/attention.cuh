@@ -27,6 +27,11 @@ struct AttentionArgs {
 // kernels lazily at first launch); safe on any thread.
 void attention_prime(KvType t);
 
+// Merges split partials part[((i * n_head + h) * n_splits + s) * (head_dim_v + 2)]
+// (acc relative to m, then m, l) into a.out (and a.out16 / a.outq) for the
+// a.n_rows output rows.
+void attention_merge_splits(const float* part, int n_splits, const AttentionArgs& a, cudaStream_t stream);
+
 // Floats of workspace attention() needs for these arguments (split partials).
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms);
 
