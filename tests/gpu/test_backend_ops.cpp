@@ -829,15 +829,13 @@ TEST(CudaOpsBench, BatchedShapesLlama3_8B) {
       // KILN_MMA_BENCH_SPLITS=1: the split-K plan against forced split counts.
       if (std::getenv("KILN_MMA_BENCH_SPLITS") && (rows == 8 || rows == 16 || rows == 64 || rows == 128)) {
         for (int splits : {1, 2, 4, 8}) {
-          setenv("KILN_MMA_SPLITS", std::to_string(splits).c_str(), 1);
-          DevVec<float> fp(std::max<size_t>(1, cuda::mma_partial_floats(ms[0]->m, rows, n_sms)));
+          DevVec<float> fp(std::max<size_t>(1, cuda::mma_partial_floats(ms[0]->m, rows, n_sms, splits)));
           const double us = time_us(10, [&](int i) {
             cuda::linear_mma(ms[size_t(i % n_copies)]->m, x16.get(), s.n_in, rows, y.get(), s.n_out, nullptr,
-                             false, fp.get(), n_sms, nullptr);
+                             false, fp.get(), n_sms, nullptr, splits);
           });
           std::printf("[ bench          ]   forced splits=%d  %8.1f us\n", splits, us);
         }
-        unsetenv("KILN_MMA_SPLITS");
       }
     }
   }

@@ -20,7 +20,6 @@
 // padding) with a row stride of 64 mod 128 bytes, so the 8 lanes of each
 // quarter-warp phase of a 16-byte load hit 8 different bank groups.
 #include <algorithm>
-#include <cstdlib>
 
 #include "kiln/backend/cuda/common.cuh"
 #include "kiln/backend/cuda/kernels/mma.cuh"
@@ -276,7 +275,7 @@ int resident_blocks() {
   return n;
 }
 
-Plan make_plan(const DeviceMatrix& w, int64_t n_rows, int n_sms) {
+Plan make_plan(const DeviceMatrix& w, int64_t n_rows, int n_sms, int force_splits) {
   Plan p;
   p.nt = n_rows <= 8 ? 1 : n_rows <= 16 ? 2 : n_rows <= 32 ? 4 : 8;
   p.batch_tiles = int((n_rows + 8 * p.nt - 1) / (8 * p.nt));
@@ -314,8 +313,8 @@ Plan make_plan(const DeviceMatrix& w, int64_t n_rows, int n_sms) {
     if (eff > 1) cost += double(eff) * double(n_rows) * double(w.n_out) * 8.0 / (kSaturate * tile_bytes) + 0.5;
     if (cost < best - 1e-9) best = cost, p.tiles_per_split = tps, p.splits = eff;
   }
-  if (const char* e = std::getenv("KILN_MMA_SPLITS"); e && std::atoi(e) > 0) {  // A/B experiments
-    p.tiles_per_split = (n_tiles + std::atoi(e) - 1) / std::atoi(e);
+  if (force_splits > 0) {  // benchmarks of the model against fixed counts
+    p.tiles_per_split = (n_tiles + force_splits - 1) / force_splits;
     p.splits = (n_tiles + p.tiles_per_split - 1) / p.tiles_per_split;
   }
   return p;
@@ -353,18 +352,18 @@ bool mma_supported(const DeviceMatrix& w) {
          w.n_out < (int64_t(1) << 31);
 }
 
-size_t mma_partial_floats(const DeviceMatrix& w, int64_t n_rows, int n_sms) {
+size_t mma_partial_floats(const DeviceMatrix& w, int64_t n_rows, int n_sms, int force_splits) {
   if (!mma_supported(w) || n_rows <= 0) return 0;
-  const Plan p = make_plan(w, n_rows, n_sms);
+  const Plan p = make_plan(w, n_rows, n_sms, force_splits);
   return p.splits > 1 ? size_t(p.splits) * size_t(n_rows) * size_t(w.n_out) : 0;
 }
 
 void linear_mma(const DeviceMatrix& w, const uint16_t* x16, int64_t ldx, int64_t n_rows, float* y,
                 int64_t ldy, const float* bias, bool accumulate, float* partial, int n_sms,
-                cudaStream_t stream) {
+                cudaStream_t stream, int force_splits) {
   if (n_rows == 0) return;
   KILN_ASSERT(mma_supported(w) && ldx % 8 == 0 && ldx >= w.n_in);
-  const Plan p = make_plan(w, n_rows, n_sms);
+  const Plan p = make_plan(w, n_rows, n_sms, force_splits);
   KILN_ASSERT_MSG(p.splits == 1 || partial, "linear_mma: split-K needs a partial-sum workspace");
   auto go = [&]<bool kQ4>() {
     switch (p.nt) {

@@ -30,13 +30,14 @@ void mma_prime();
 bool mma_supported(const DeviceMatrix& w);
 
 // Floats of split-K partial sums linear_mma needs for this shape (0: none).
-size_t mma_partial_floats(const DeviceMatrix& w, int64_t n_rows, int n_sms);
+// force_splits > 0 (benchmarks only) overrides the planned split-K count.
+size_t mma_partial_floats(const DeviceMatrix& w, int64_t n_rows, int n_sms, int force_splits = 0);
 
 // y[j][0..n_out) (= or +=) W x_j (+ bias) for j < n_rows. x16: f16 rows
 // [n_rows][ldx] (ldx % 8 == 0, 16-byte aligned); partial: at least
 // mma_partial_floats(w, n_rows, n_sms) floats.
 void linear_mma(const DeviceMatrix& w, const uint16_t* x16, int64_t ldx, int64_t n_rows, float* y,
                 int64_t ldy, const float* bias, bool accumulate, float* partial, int n_sms,
-                cudaStream_t stream);
+                cudaStream_t stream, int force_splits = 0);
 
 }  // namespace kiln::cuda
