@@ -2,10 +2,14 @@
 // the same Backend interface as the CPU one (backend.h).
 //
 // Weights are uploaded once in their stored (quantized) form; q4_0 / q8_0 are
-// split into quants + scales for aligned loads. Small batches (decode) run
-// fused dequantize-matvec kernels that read each weight byte once; larger
-// batches (prefill, many streams) dequantize to f16 tiles and call cuBLAS.
-// Attention runs over the paged KV cache (f32 / f16 / fp8 / q8_0 elements).
+// split into quants + scales for aligned loads. One or two rows (decode) run
+// fused dequantize-matvec kernels that read each weight byte once; q4_0 / q8_0
+// batches of 3-256 rows (many streams, short prefills) run the tensor-core
+// kernel (kernels/mma.cuh); larger chunks and other types dequantize to f16
+// tiles and call cuBLAS. Attention runs over the paged KV cache (f32 / f16 /
+// fp8 / q8_0 elements): per row for decode, on tensor cores for prefill runs
+// of one sequence (kernels/flash_attention.cuh). Greedy and plain sampled
+// rows pick their token on the device (argmax, cuda_sample.h).
 //
 // This header needs no CUDA headers: the implementation is behind Impl.
 #pragma once
