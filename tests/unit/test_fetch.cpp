@@ -19,6 +19,7 @@
 
 #include "common/fetch_test_server.h"
 #include "common/paths.h"
+#include "kiln/core/byte_size.h"
 #include "kiln/fetch/arrival.h"
 #include "kiln/fetch/crc32c.h"
 #include "kiln/fetch/digest.h"
@@ -108,6 +109,20 @@ TEST(Crc32c, HardwareMatchesTableAndStreams) {
   for (size_t off = 0; off < data.size(); off += 1237)
     c = crc32c_update(c, data.data() + off, std::min<size_t>(1237, data.size() - off));
   EXPECT_EQ(c, crc32c_update(0, data.data(), data.size()));
+}
+
+// The one parser of byte counts (--chunk-size, --kv-memory, --cache-max-bytes, --gpu-memory).
+TEST(ByteSize, BinaryUnitsAndRejections) {
+  EXPECT_EQ(kiln::parse_byte_size("1048576"), 1048576u);
+  EXPECT_EQ(kiln::parse_byte_size("64K"), 65536u);
+  EXPECT_EQ(kiln::parse_byte_size("64M"), uint64_t(64) << 20);
+  EXPECT_EQ(kiln::parse_byte_size("64MiB"), uint64_t(64) << 20);
+  EXPECT_EQ(kiln::parse_byte_size("4gb"), uint64_t(4) << 30);
+  EXPECT_EQ(kiln::parse_byte_size("1.5G"), uint64_t(3) << 29);
+  EXPECT_EQ(kiln::parse_byte_size("2T"), uint64_t(2) << 40);
+  EXPECT_EQ(kiln::parse_byte_size("12B"), 12u);
+  for (const char* bad : {"", "M", "0", "-4G", "4X", "4MM", "abc", "nan"})
+    EXPECT_FALSE(kiln::parse_byte_size(bad).has_value()) << bad;
 }
 
 TEST(Digest, Base64AndHex) {

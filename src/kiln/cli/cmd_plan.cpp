@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "kiln/core/byte_size.h"
 #include "kiln/backend/backend.h"
 #include "kiln/cli/commands.h"
 #include "kiln/cli/model_source.h"
@@ -51,26 +52,6 @@ struct PlanOptions {
 int fail(const std::string& msg) {
   fmt::print(stderr, "kiln plan: {}\n", msg);
   return 1;
-}
-
-// Bytes with optional binary suffix (K, M, G, T; "GiB"/"G"/"GB" alike), as
-// kiln serve's --kv-memory takes them.
-std::optional<uint64_t> parse_size(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (...) {
-    return std::nullopt;
-  }
-  std::string unit;
-  for (char c : s.substr(used)) unit += char(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
-  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();
-  const std::string_view units = "BKMGT";
-  const size_t k = unit.empty() ? 0 : units.find(unit);
-  if (v <= 0 || k == std::string_view::npos || unit.size() > 1) return std::nullopt;
-  return uint64_t(v * double(1ull << (10 * k)));
 }
 
 // `kiln loadtest sweep --json-out FILE`: its top-level
@@ -160,14 +141,14 @@ int run_plan(PlanOptions o) {
     return fail("--gpu-memory-fraction must be in (0, 1]");
   uint64_t device_total = gpu->memory_bytes;
   if (!o.gpu_memory.empty()) {
-    auto b = parse_size(o.gpu_memory);
+    auto b = parse_byte_size(o.gpu_memory);
     if (!b)
       return fail(fmt::format("--gpu-memory {}: give bytes, e.g. 23034M or 24G", o.gpu_memory));
     device_total = *b;
   }
   std::optional<uint64_t> kv_memory;
   if (!o.kv_memory.empty()) {
-    kv_memory = parse_size(o.kv_memory);
+    kv_memory = parse_byte_size(o.kv_memory);
     if (!kv_memory) return fail(fmt::format("--kv-memory {}: give bytes, e.g. 2G", o.kv_memory));
   }
 

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "kiln/core/byte_size.h"
 #include "kiln/cli/commands.h"
 #include "kiln/fetch/fetch.h"
 #include "kiln/fetch/progress.h"
@@ -28,7 +29,7 @@ struct PullOptions {
 int run_pull(const PullOptions& o) {
   fetch::FetchOptions f;
   f.connections = o.connections;
-  const auto chunk = fetch::parse_byte_size(o.chunk_size);
+  const auto chunk = parse_byte_size(o.chunk_size);
   if (!chunk) {
     fmt::print(stderr, "kiln pull: --chunk-size {}: give bytes, e.g. 64M or 16MiB\n", o.chunk_size);
     return 2;

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <vector>
 
+#include "kiln/core/byte_size.h"
 #include "kiln/artifact/checksum.h"
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/cli/backend_select.h"
@@ -104,36 +105,6 @@ double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// "1073741824", "512M", "4G", "4GiB", "1.5G" -> bytes (binary units).
-std::optional<uint64_t> parse_bytes(const std::string& s) {
-  size_t i = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &i);
-  } catch (...) {
-    return std::nullopt;
-  }
-  std::string unit = s.substr(i);
-  for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
-  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();
-  double mul = 1;
-  if (unit.empty() || unit == "B")
-    mul = 1;
-  else if (unit == "K")
-    mul = 1024.0;
-  else if (unit == "M")
-    mul = 1024.0 * 1024;
-  else if (unit == "G")
-    mul = 1024.0 * 1024 * 1024;
-  else if (unit == "T")
-    mul = 1024.0 * 1024 * 1024 * 1024;
-  else
-    return std::nullopt;
-  if (v <= 0) return std::nullopt;
-  return uint64_t(v * mul);
-}
-
 std::string read_text_file(const std::string& path, bool& ok) {
   std::ifstream f(path, std::ios::binary);
   ok = bool(f);
@@ -219,7 +190,7 @@ int run_serve(const ServeOptions& o) {
   if (!kv_type) return fail(fmt::format("--kv-type {}: use f16, fp8 or q8_0", o.kv_type));
   std::optional<uint64_t> kv_memory;
   if (!o.kv_memory.empty()) {
-    kv_memory = parse_bytes(o.kv_memory);
+    kv_memory = parse_byte_size(o.kv_memory);
     if (!kv_memory)
       return fail(fmt::format("--kv-memory {}: give bytes, e.g. 2G or 512M", o.kv_memory));
   }

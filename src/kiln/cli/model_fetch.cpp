@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "kiln/core/byte_size.h"
 #include "kiln/core/startup_timeline.h"
 #include "kiln/fetch/progress.h"
 #include "kiln/gguf/gguf.h"
@@ -15,7 +16,7 @@ namespace kiln::cli {
 
 Result<std::unique_ptr<fetch::BackgroundFetch>> start_model_download(
     const std::string& url, const ModelDownloadOptions& opts) {
-  const auto chunk = fetch::parse_byte_size(opts.chunk_size);
+  const auto chunk = parse_byte_size(opts.chunk_size);
   if (!chunk)
     return make_error("--download-chunk-size " + opts.chunk_size + ": give bytes, e.g. 64M or 16MiB");
   std::string dir = opts.dir;

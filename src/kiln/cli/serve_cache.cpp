@@ -1,5 +1,6 @@
 // Flags and construction of kiln serve's response caches.
 #include "kiln/cli/serve_cache.h"
+#include "kiln/core/byte_size.h"
 
 #include <fmt/format.h>
 
@@ -14,28 +15,6 @@ namespace kiln::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// "256M", "1G", "1048576" -> bytes.
-std::optional<uint64_t> bytes_of(const std::string& s) {
-  size_t i = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &i);
-  } catch (...) {
-    return std::nullopt;
-  }
-  std::string u = s.substr(i);
-  for (auto& c : u) c = char(std::toupper(static_cast<unsigned char>(c)));
-  if (u.size() > 1 && u.back() == 'B') u.pop_back();
-  if (u.size() > 1 && u.back() == 'I') u.pop_back();
-  const double mul = u.empty() || u == "B" ? 1
-                     : u == "K"            ? 1024.0
-                     : u == "M"            ? 1024.0 * 1024
-                     : u == "G"            ? 1024.0 * 1024 * 1024
-                                           : -1;
-  if (mul < 0 || v <= 0) return std::nullopt;
-  return uint64_t(v * mul);
-}
 
 // Head and tail of a file: enough to tell model files apart (GGUF headers
 // and metadata are at the front, tensor data runs to the end) without
@@ -97,7 +76,7 @@ Result<std::unique_ptr<cache::ResponseCache>> make_response_cache(const ServeCac
   if (off) return std::unique_ptr<cache::ResponseCache>();
   if (o.semantic && !embedder)
     return make_error("--semantic-cache needs --embedding-model FILE (a BERT-family GGUF)");
-  const auto max_bytes = bytes_of(o.max_bytes);
+  const auto max_bytes = parse_byte_size(o.max_bytes);
   if (!max_bytes) return make_error("--cache-max-bytes " + o.max_bytes + ": give bytes, e.g. 256M");
   if (o.ttl_s < 0) return make_error("--cache-ttl must be 0 or more seconds");
   cache::ResponseCacheConfig cfg;

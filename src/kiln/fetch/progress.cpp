@@ -18,31 +18,6 @@ std::string format_bytes(double b) {
   return fmt::format("{} B", uint64_t(b));
 }
 
-std::optional<uint64_t> parse_byte_size(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  std::string unit;
-  for (char c : s.substr(used)) unit.push_back(char(std::toupper(static_cast<unsigned char>(c))));
-  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
-  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();
-  double mul = 1;
-  if (unit == "K")
-    mul = 1024.0;
-  else if (unit == "M")
-    mul = 1024.0 * 1024;
-  else if (unit == "G")
-    mul = 1024.0 * 1024 * 1024;
-  else if (!unit.empty() && unit != "B")
-    return std::nullopt;
-  if (!(v > 0)) return std::nullopt;
-  return uint64_t(v * mul);
-}
-
 ProgressReporter::ProgressReporter(ProgressMode mode, double log_interval_s, uint64_t total,
                                    uint64_t already, std::function<void(const std::string&)> log)
     : mode_(mode),

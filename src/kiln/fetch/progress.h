@@ -33,7 +33,5 @@ class ProgressReporter {
 
 // "1.50 GiB", "512.0 MiB", "12 B".
 std::string format_bytes(double bytes);
-// "67108864", "64M", "64MiB", "1.5G" -> bytes (binary units); nullopt when malformed.
-std::optional<uint64_t> parse_byte_size(const std::string& s);
 
 }  // namespace kiln::fetch
