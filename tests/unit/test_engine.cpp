@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/tiny_lm.h"
 #include "common/tiny_model.h"
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/engine/engine.h"
@@ -50,24 +51,7 @@ struct TinyLm {
     spec.seed = 7;
     tiny = test::make_tiny_model(spec);
     gguf::Writer w = tiny.writer();
-    gguf::Array toks{gguf::ValueType::STRING, {}}, scores{gguf::ValueType::F32, {}},
-        types{gguf::ValueType::I32, {}};
-    for (int i = 0; i < spec.n_vocab; ++i) {
-      const std::string text = i == 0   ? "<unk>"
-                               : i == 1 ? "<s>"
-                               : i == 2 ? "</s>"
-                                        : "\xE2\x96\x81w" + std::to_string(i);
-      toks.items.push_back(gguf::Value{text});
-      scores.items.push_back(gguf::Value{-float(i)});
-      types.items.push_back(gguf::Value{int32_t(i == 0 ? 2 : i <= 2 ? 3 : 1)});
-    }
-    w.set_string("tokenizer.ggml.model", "llama");
-    w.set("tokenizer.ggml.tokens", gguf::Value{toks});
-    w.set("tokenizer.ggml.scores", gguf::Value{scores});
-    w.set("tokenizer.ggml.token_type", gguf::Value{types});
-    w.set_u32("tokenizer.ggml.bos_token_id", 1);
-    w.set_u32("tokenizer.ggml.eos_token_id", kEos);
-    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+    test::add_tiny_sp_vocab(w, spec.n_vocab);  // </s> (id 2) is kEos
     bytes = w.to_bytes();
     auto f = gguf::File::parse(bytes, "tiny-engine.gguf");
     if (!f) ADD_FAILURE() << f.message();
