@@ -423,6 +423,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
   // only for its own bytes while later ones download.
   const bool tied = w.output_tied || w.output.data == w.tok_embd.data;
   s.layers.assign(w.layers.size(), DeviceLayer{});
+  s.mma_shapes_ok.clear();  // shapes checked for another model's matrices
   std::vector<std::pair<uint64_t, std::function<Status()>>> jobs;
   auto vec = [&](const model::Vector& v, const float*& slot) {
     jobs.emplace_back(up.file_offset({v.data}), [&up, &v, &slot]() -> Status {
@@ -750,6 +751,10 @@ Status CudaBackend::Impl::ensure_w16() {
 }
 
 Status CudaBackend::Impl::reserve_mma(int64_t n_rows, int64_t n_logits) {
+  // The buffer only grows, so a step shape checked once stays covered: the
+  // per-matrix plans are worked out once per shape, not every step.
+  const uint64_t shape = uint64_t(n_rows) << 32 | uint64_t(n_logits);
+  if (mma_shapes_ok.count(shape)) return Status::success();
   // The last layer and the output projection run over the logit rows only.
   size_t want = 0;
   auto consider = [&](const LinearGroup& g, int64_t rows) {
@@ -761,11 +766,13 @@ Status CudaBackend::Impl::reserve_mma(int64_t n_rows, int64_t n_logits) {
       consider(l.qkv, rows), consider(l.wo, rows), consider(l.gate_up, rows), consider(l.down, rows);
     }
   consider(output, n_logits);
-  if (mma_part.bytes() >= want * 4) return Status::success();
-  KILN_CUDA_TRY(cudaStreamSynchronize(stream));
-  drop_graphs();
-  if (!mma_part.alloc(std::max(want * 4, size_t(1) << 20)))
-    return make_error("out of GPU memory for the tensor-core GEMM workspace");
+  if (mma_part.bytes() < want * 4) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+    drop_graphs();
+    if (!mma_part.alloc(std::max(want * 4, size_t(1) << 20)))
+      return make_error("out of GPU memory for the tensor-core GEMM workspace");
+  }
+  mma_shapes_ok.insert(shape);
   return Status::success();
 }
 

@@ -9,6 +9,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -135,6 +136,7 @@ struct CudaBackend::Impl {
   DeviceBuffer x16;        // [cap, max_in] f16 (GEMM input)
   DeviceBuffer w16;        // dequantized weight rows (GEMM), allocated at first use
   DeviceBuffer mma_part;   // split-K partial sums of the tensor-core path, grown as needed
+  std::unordered_set<uint64_t> mma_shapes_ok;  // (rows << 32 | logit rows) mma_part covers
   DeviceBuffer attn_work;  // split-attention partials, grown as needed
   DeviceBuffer iota;       // [cap] 0, 1, 2, ...
 
