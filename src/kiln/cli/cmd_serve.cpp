@@ -113,15 +113,15 @@ std::string read_text_file(const std::string& path, bool& ok) {
   return ss.str();
 }
 
-// Runs one greedy request through the engine and waits for its end:
+// Runs one short greedy request through the engine and waits for its end:
 // readiness promises that a request can be served, so the whole path
 // (scheduler, backend, sampler) must have run once.
-Status warm_up(engine::Engine& eng, std::vector<int32_t> prompt, int32_t max_tokens) {
+Status warm_up(engine::Engine& eng, const Tokenizer& tok) {
   engine::GenerationRequest req;
-  req.prompt = std::move(prompt);
+  req.prompt = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
   if (req.prompt.empty()) req.prompt.push_back(0);
   req.sampling.temperature = 0.0f;
-  req.max_tokens = max_tokens;
+  req.max_tokens = 2;
   auto ch = std::make_shared<engine::ResultChannel>();
   std::mutex mu;
   std::condition_variable cv;
@@ -464,8 +464,7 @@ int run_serve(const ServeOptions& o) {
   // ---- warm-up, then ready --------------------------------------------------------
   router.set_phase(server::Phase::warming);
   const auto t_warm = Clock::now();
-  if (auto st = warm_up(**eng, tok->encode("Hello", /*add_special=*/true, /*parse_special=*/false), 2);
-      !st) {
+  if (auto st = warm_up(**eng, *tok); !st) {
     (*eng)->stop();
     return fail(st.message());
   }
