@@ -15,6 +15,17 @@
 
 namespace kiln::server {
 
+Json response_envelope(const GenerationSpec& spec, bool chunk) {
+  const bool chat = spec.api == Api::chat;
+  Json j;
+  j["id"] = spec.id;
+  j["object"] = chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+  j["created"] = spec.created;
+  j["model"] = spec.model;
+  if (chat) j["system_fingerprint"] = nullptr;
+  return j;
+}
+
 const char* finish_reason_text(int r) {
   switch (engine::FinishReason(r)) {
     case engine::FinishReason::none:
@@ -298,13 +309,8 @@ class GenerationJob final : public BodyProducer {
 
   // A streamed chunk for one choice. chat: `delta`; completions: `text`.
   Json chunk(const Choice& c, Json delta_or_text, Json logprobs, const char* finish) const {
-    Json j;
-    j["id"] = spec_.id;
     const bool chat = spec_.api == Api::chat;
-    j["object"] = chat ? "chat.completion.chunk" : "text_completion";
-    j["created"] = spec_.created;
-    j["model"] = spec_.model;
-    if (chat) j["system_fingerprint"] = nullptr;
+    Json j = response_envelope(spec_, /*chunk=*/true);
     Json ch;
     ch["index"] = c.index;
     ch[chat ? "delta" : "text"] = std::move(delta_or_text);
@@ -352,12 +358,7 @@ class GenerationJob final : public BodyProducer {
 
   std::string final_body() const {
     const bool chat = spec_.api == Api::chat;
-    Json j;
-    j["id"] = spec_.id;
-    j["object"] = chat ? "chat.completion" : "text_completion";
-    j["created"] = spec_.created;
-    j["model"] = spec_.model;
-    if (chat) j["system_fingerprint"] = nullptr;
+    Json j = response_envelope(spec_, /*chunk=*/false);
     j["choices"] = Json::array();
     for (const auto& c : choices_) {
       Json ch;

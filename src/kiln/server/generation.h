@@ -45,6 +45,11 @@ struct GenerationSpec {
   std::function<void(const Json& record)> on_complete;
 };
 
+// The fields every completion object and stream chunk starts with: id,
+// object ("chat.completion[.chunk]" / "text_completion"), created, model,
+// and chat's system_fingerprint (null).
+Json response_envelope(const GenerationSpec& spec, bool chunk);
+
 struct GenerationDeps {
   engine::Engine& engine;
   const Tokenizer& tokenizer;

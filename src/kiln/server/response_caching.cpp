@@ -240,12 +240,7 @@ HttpResponse CacheDeal::replay(const GenerationSpec& spec, const std::string& pa
   HttpResponse r;
   Json fr = Json::array();
   if (!g.stream) {
-    Json j;
-    j["id"] = spec.id;
-    j["object"] = chat ? "chat.completion" : "text_completion";
-    j["created"] = spec.created;
-    j["model"] = spec.model;
-    if (chat) j["system_fingerprint"] = nullptr;
+    Json j = response_envelope(spec, /*chunk=*/false);
     j["choices"] = Json::array();
     for (size_t i = 0; i < choices.size(); ++i) {
       Json ch;
@@ -264,12 +259,7 @@ HttpResponse CacheDeal::replay(const GenerationSpec& spec, const std::string& pa
     r = HttpResponse::json(200, j.dump(-1, ' ', false, Json::error_handler_t::replace));
   } else {
     auto chunk = [&](size_t index, Json body, Json finish) {
-      Json j;
-      j["id"] = spec.id;
-      j["object"] = chat ? "chat.completion.chunk" : "text_completion";
-      j["created"] = spec.created;
-      j["model"] = spec.model;
-      if (chat) j["system_fingerprint"] = nullptr;
+      Json j = response_envelope(spec, /*chunk=*/true);
       Json ch;
       ch["index"] = int(index);
       ch[chat ? "delta" : "text"] = std::move(body);
