@@ -326,8 +326,8 @@ void launch(const DeviceMatrix& w, const Plan& p, const uint16_t* x16, int64_t l
             cudaStream_t stream) {
   const size_t smem = smem_bytes<kQ4, NT>();
   auto kernel = mma_kernel<kQ4, NT>;
-  // The opt-in above 48 KiB of shared memory was made once, when make_plan
-  // first asked resident_blocks<kQ4, NT>() (the device the backend uses).
+  if (smem > 48 * 1024)  // opt-in above 48 KiB (a host-side attribute, cheap to set again)
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid(unsigned(p.batch_tiles), unsigned(p.row_blocks), unsigned(p.splits));
   CUDA_CHECK(compat::launch_pdl(kernel, grid, dim3(kWarps * 32), smem, stream, w.data, w.scales,
                                 int(w.n_in), int(w.n_out), x16, ldx, int(n_rows), p.tiles_per_split,
