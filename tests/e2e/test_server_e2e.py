@@ -216,7 +216,7 @@ class PrefixCache(unittest.TestCase):
 
 class Sigterm(unittest.TestCase):
     def test_drain(self):
-        with Server() as s:
+        with Server(ctx=2048) as s:
             keep = s.conn()
             st, _, _ = s.request("GET", "/health/live", conn=keep)
             self.assertEqual(st, 200)
@@ -225,8 +225,9 @@ class Sigterm(unittest.TestCase):
             def stream():
                 # Long enough that the drain is still running when the
                 # keep-alive request below arrives (the server exits as soon
-                # as in-flight work is done).
-                out["r"] = s.stream("/v1/completions", {"prompt": "alpha", "max_tokens": 400,
+                # as in-flight work is done): 400 tokens took ~0.3 s on the
+                # CI machine, which once ended the drain before that request.
+                out["r"] = s.stream("/v1/completions", {"prompt": "alpha", "max_tokens": 2000,
                                                          "ignore_eos": True, "stream": True})
 
             t = threading.Thread(target=stream)
