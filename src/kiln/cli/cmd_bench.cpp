@@ -37,6 +37,7 @@ struct BenchOptions {
   std::string device;  // cpu | cuda | "" (default)
   std::string act = "q8x2";
   std::vector<int> streams;  // --streams: batched-decode stream counts; skips pp/tg
+  int depth = 0;             // --depth: positions already in the cache before pp/tg
 };
 
 using Clock = std::chrono::steady_clock;
@@ -82,25 +83,38 @@ struct Bench {
   Backend& be;
   std::span<const int32_t> blocks;
   Batch batch;
+  int32_t depth = 0;  // tests start at this position (the cache holds [0, depth))
 
-  // One forward of tokens at positions [0, n), logits for the last; seconds.
+  // Fills positions [0, depth) of the cache with tokens, in forwards of at
+  // most 512 (untimed: the context the tests then run over).
+  Status fill_depth(const std::vector<int32_t>& tokens) {
+    for (size_t at = 0; at < tokens.size(); at += 512) {
+      batch.clear();
+      const int32_t s = batch.add_seq(blocks);
+      const size_t end = std::min(tokens.size(), at + 512);
+      for (size_t i = at; i < end; ++i) batch.add(tokens[i], int32_t(i), s, i + 1 == end);
+      KILN_TRY(be.forward(batch));
+    }
+    return be.synchronize();
+  }
+  // One forward of tokens at positions [depth, depth + n), logits for the last; seconds.
   Status prefill(const std::vector<int32_t>& tokens, double& secs) {
     batch.clear();
     const int32_t s = batch.add_seq(blocks);
     for (size_t i = 0; i < tokens.size(); ++i)
-      batch.add(tokens[i], int32_t(i), s, i + 1 == tokens.size());
+      batch.add(tokens[i], depth + int32_t(i), s, i + 1 == tokens.size());
     const auto t0 = Clock::now();
     KILN_TRY(be.forward(batch));
     KILN_TRY(be.synchronize());
     secs = std::chrono::duration<double>(Clock::now() - t0).count();
     return Status::success();
   }
-  // n single-token steps at positions [0, n); seconds for all of them.
+  // n single-token steps at positions [depth, depth + n); seconds for all of them.
   Status decode(const std::vector<int32_t>& tokens, double& secs) {
     const auto t0 = Clock::now();
     for (size_t i = 0; i < tokens.size(); ++i) {
       batch.clear();
-      batch.add(tokens[i], int32_t(i), batch.add_seq(blocks), true);
+      batch.add(tokens[i], depth + int32_t(i), batch.add_seq(blocks), true);
       KILN_TRY(be.forward(batch));
       KILN_TRY(be.synchronize());
     }
@@ -204,6 +218,9 @@ Status run_streams(Backend& be, engine::KvBlockPool& pool, int n_streams, int n_
 }
 
 int run_bench(const BenchOptions& o) {
+  if (!o.streams.empty() && o.depth > 0)
+    return fail("--depth applies to the prefill and decode tests, not to --streams (whose "
+                "prompts, -p, are their context)");
   auto model = model::Model::load(o.model);
   if (!model) return fail(model.message());
   const model::HParams& hp = (*model)->hparams();
@@ -214,7 +231,7 @@ int run_bench(const BenchOptions& o) {
   setup.cpu.path = o.reference ? cpu::MatmulPath::reference : cpu::MatmulPath::fast;
   setup.cpu.act = o.act == "q8" ? cpu::ActQuant::q8 : cpu::ActQuant::q8x2;
   setup.kv_type = o.kv_type;
-  setup.n_positions = o.streams.empty() ? std::max(o.n_prompt, o.n_gen) : o.n_prompt + o.n_gen;
+  setup.n_positions = o.streams.empty() ? o.depth + std::max(o.n_prompt, o.n_gen) : o.n_prompt + o.n_gen;
   auto opened = open_single_sequence_backend(**model, setup);
   if (!opened) return fail(opened.message());
   Backend& backend = **opened;
@@ -222,7 +239,7 @@ int run_bench(const BenchOptions& o) {
   const KvCacheConfig& kv = backend.kv_config();
   engine::KvBlockPool pool(kv.n_blocks);
   std::vector<int32_t> blocks;
-  (void)pool.grow(blocks, std::max(o.n_prompt, o.n_gen), kv.block_size);
+  (void)pool.grow(blocks, o.depth + std::max(o.n_prompt, o.n_gen), kv.block_size);
 
   // Fixed seed: the same token ids every run, so logits hashes compare.
   std::mt19937_64 rng(1234);
@@ -245,7 +262,11 @@ int run_bench(const BenchOptions& o) {
   const double size_gib = double((*model)->weights().total_bytes()) / double(1ull << 30);
   const double bytes_per_token = double((*model)->weights().bytes_read_per_token());
 
-  Bench bench{backend, blocks, {}};
+  Bench bench{backend, blocks, {}, o.depth};
+  if (o.streams.empty() && o.depth > 0)
+    if (auto st = bench.fill_depth(random_tokens(o.depth)); !st) return fail(st.message());
+  // llama-bench's names: pp512@d2048 is a 512-token prefill over 2,048 cached positions.
+  const std::string at_depth = o.depth > 0 ? fmt::format("@d{}", o.depth) : "";
   std::vector<nlohmann::json> results;
   if (o.streams.empty()) {
     fmt::print("| model | size | path | isa | act | kv | threads | test | t/s |\n");
@@ -337,7 +358,7 @@ int run_bench(const BenchOptions& o) {
       if (auto st = bench.prefill(tokens, secs); !st) return fail(st.message());
       times.push_back(secs);
     }
-    report(fmt::format("pp{}", o.n_prompt), o.n_prompt, times, false);
+    report(fmt::format("pp{}{}", o.n_prompt, at_depth), o.n_prompt, times, false);
   }
   if (o.streams.empty() && o.n_gen > 0) {
     const auto tokens = random_tokens(o.n_gen);
@@ -348,7 +369,7 @@ int run_bench(const BenchOptions& o) {
       if (auto st = bench.decode(tokens, secs); !st) return fail(st.message());
       times.push_back(secs);
     }
-    report(fmt::format("tg{}", o.n_gen), o.n_gen, times, true);
+    report(fmt::format("tg{}{}", o.n_gen, at_depth), o.n_gen, times, true);
   }
 
   std::ofstream json_file;
@@ -383,6 +404,11 @@ void register_bench(CLI::App& root, Runner& run) {
                 "or q8 (llama.cpp's 8-bit scheme, faster prefill)")
       ->check(CLI::IsMember({"q8", "q8x2"}));
   c->add_option("--kv-type", o->kv_type, "KV cache type: f32, f16, fp8, q8_0");
+  c->add_option("-d,--depth", o->depth,
+                "Context already in the KV cache (random tokens, filled once, untimed) before "
+                "each prefill and decode test: pp16 with -d 2544 times 16 prompt tokens over "
+                "a 2,544-token prefix")
+      ->check(CLI::Range(0, 1 << 20));
   c->add_option("--streams", o->streams,
                  "Batched decode instead of pp/tg: comma-separated stream counts, each N "
                  "sequences of -p prompt tokens decoded -n steps together (e.g. 8,32,64,128)")
