@@ -100,6 +100,8 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     impl->opt.use_graphs = false;
   if (const char* e = std::getenv("KILN_FLASH_ATTN"); e && std::strcmp(e, "0") == 0)
     impl->opt.flash_attention = false;
+  if (const char* e = std::getenv("KILN_FLASH_MIN_ROWS"); e && *e)
+    impl->opt.flash_min_rows = std::max(1, std::atoi(e));
   if (const char* e = std::getenv("KILN_MMA_MAX_ROWS"); e && *e)
     impl->opt.mma_max_rows = std::max(0, std::atoi(e));
   if (const char* e = std::getenv("KILN_MATVEC_MAX_ROWS"); e && *e)

@@ -42,6 +42,10 @@ struct CudaOptions {
   // (kernels/flash_attention.cuh) where it covers the shapes (f16 K/V, head
   // size 128). KILN_FLASH_ATTN=0 in the environment turns it off.
   bool flash_attention = true;
+  // Fewest rows in a step for that attention (KILN_FLASH_MIN_ROWS overrides):
+  // a short prompt over a long cached prefix (a prefix-cache hit) reads its
+  // K/V once per tile instead of once per row.
+  int flash_min_rows = 4;
   // Loading a baked weight image (see backend/weight_image.h): reader
   // threads, bytes per read, and O_DIRECT for files not in the page cache.
   int load_threads = 8;

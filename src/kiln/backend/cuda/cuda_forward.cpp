@@ -156,7 +156,7 @@ Status CudaBackend::forward(const Batch& batch) {
   // row wants logits (decode, which graphs capture without tiles).
   const int64_t tiles_off = int64_t(m.size());
   int64_t n_tiles = 0;
-  if (s.opt.flash_attention && n >= 16 && n_logits < n) {
+  if (s.opt.flash_attention && n >= s.opt.flash_min_rows && n_logits < n) {
     AttentionArgs probe;
     probe.kv.type = s.kv.type;
     probe.n_head = int(hp.n_head);
