@@ -12,6 +12,7 @@
 #include "common/tiny_lm.h"
 #include "kiln/artifact/artifact.h"
 #include "kiln/artifact/checksum.h"
+#include "kiln/artifact/early_verify.h"
 #include "kiln/artifact/fingerprint.h"
 #include "kiln/artifact/warm_file.h"
 #include "kiln/artifact/weights_file.h"
@@ -101,6 +102,54 @@ TEST(ArtifactChecksum, TrailerVerifiesAndCatchesDamage) {
   std::vector<uint8_t> longer = good;
   longer.push_back(0);
   EXPECT_FALSE(artifact::read_integrity_trailer(longer, p).ok());
+}
+
+// The background check that runs while the GPU context is created: every
+// chunk it reports verified matched, and a damaged chunk is named, never
+// reported verified, and ends the check.
+TEST(ArtifactEarlyVerify, ChecksChunksAndNamesTheCorruptOne) {
+  TempDir d;
+  const std::string p = d / "f.bin";
+  std::vector<uint8_t> bytes(3000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 13 + 1);
+  write_all(p, bytes);
+  ThreadPool pool(2);
+  auto in = artifact::append_integrity_trailer(p, 100, pool, /*chunk_size=*/512);
+  ASSERT_TRUE(in.ok()) << in.message();
+  const std::vector<uint8_t> good = read_all(p);
+  auto wait = [](const artifact::EarlyVerifier& v) {
+    for (int k = 0; k < 5000 && !v.finished(); ++k) usleep(1000);
+    return v.finished();
+  };
+  {
+    artifact::EarlyVerifier v(good, *in, p, 3);
+    ASSERT_TRUE(wait(v));
+    EXPECT_TRUE(v.stop().ok());
+    EXPECT_EQ(v.n_chunks(), 6u);
+    EXPECT_EQ(v.n_verified(), 6u);
+    for (uint64_t i = 0; i < 6; ++i) EXPECT_TRUE(v.verified(i)) << i;
+    EXPECT_FALSE(v.verified(6));
+  }
+  std::vector<uint8_t> bad = good;
+  bad[100 + 3 * 512 + 5] ^= 0x01;  // body chunk 3
+  {
+    artifact::EarlyVerifier v(bad, *in, p, 1);  // one thread: chunks 0, 1, 2, then 3 fails
+    ASSERT_TRUE(wait(v));
+    const Status st = v.stop();
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("chunk 3 of 6"), std::string::npos) << st.message();
+    EXPECT_TRUE(v.verified(0) && v.verified(1) && v.verified(2));
+    EXPECT_FALSE(v.verified(3));
+    EXPECT_FALSE(v.verified(4) || v.verified(5));  // nothing after the failure
+  }
+  {
+    // Stopped at once (the context was already there): whatever it did
+    // check matched, and the rest is left to the loader.
+    artifact::EarlyVerifier v(good, *in, p, 2);
+    EXPECT_TRUE(v.stop().ok());
+    EXPECT_TRUE(v.finished());
+    EXPECT_LE(v.n_verified(), 6u);
+  }
 }
 
 TEST(ArtifactWeights, ReproducibleAndBindsAsTheSameModel) {

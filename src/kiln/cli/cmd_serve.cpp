@@ -15,6 +15,7 @@
 
 #include "kiln/core/byte_size.h"
 #include "kiln/artifact/checksum.h"
+#include "kiln/artifact/early_verify.h"
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/cli/backend_select.h"
 #include "kiln/cli/commands.h"
@@ -269,7 +270,21 @@ int run_serve(const ServeOptions& o) {
     model_path = download->final_path();
     return src;
   }();
+  // While the backend's context is still being created, the weight image's
+  // chunks are checked on idle cores (artifact/early_verify.h); the loader
+  // checks only the rest. Not for O_DIRECT loads (this reads through the
+  // page cache) nor downloads (their bytes are still arriving).
+  std::shared_ptr<artifact::EarlyVerifier> early;
+  if (source && source->image_body_unverified && !download && !dev.load_direct)
+    early = std::make_shared<artifact::EarlyVerifier>(
+        source->model->file().bytes(), source->artifact->weights_integrity,
+        source->model->file().path(), dev.load_threads);
   auto made = backend_future.get();
+  if (early) {
+    if (auto st = early->stop(); !st) return fail(st.message());
+    fmt::print(stderr, "kiln serve: {} of {} weight-image chunks checked while the backend started\n",
+               early->n_verified(), early->n_chunks());
+  }
   if (!made) return fail(made.message());
   std::unique_ptr<Backend> backend = std::move(*made);
   timeline.mark("backend_ready");
@@ -289,7 +304,10 @@ int run_serve(const ServeOptions& o) {
     const std::string name = (*model)->file().path();
     const bool streamed = verify_image_while_loading(
         *backend, in->header_bytes, in->body_bytes, in->chunk_size,
-        [in, name](uint64_t i, std::span<const uint8_t> b) { return artifact::verify_chunk(*in, i, b, name); });
+        [in, name, early](uint64_t i, std::span<const uint8_t> b) {
+          if (early && early->verified(i)) return Status::success();
+          return artifact::verify_chunk(*in, i, b, name);
+        });
     if (!streamed)
       if (auto st = verify_image_body(*source); !st) return fail(st.message());
   }

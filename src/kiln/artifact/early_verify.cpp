@@ -1,0 +1,71 @@
+// Background chunk checks of a weight image (see early_verify.h).
+#include "kiln/artifact/early_verify.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace kiln::artifact {
+
+EarlyVerifier::EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string name,
+                             int threads)
+    : file_(file), in_(in), name_(std::move(name)), n_chunks_(in.chunk_xxh3.size()) {
+  ok_ = std::make_unique<std::atomic<bool>[]>(n_chunks_);
+  for (uint64_t i = 0; i < n_chunks_; ++i) ok_[i].store(false, std::memory_order_relaxed);
+  // A file of another size fails the trailer check before anyone gets here;
+  // this guards the reads below all the same.
+  if (file_.size() < in_.header_bytes + in_.body_bytes || in_.chunk_size == 0) return;
+  const int n = int(std::clamp<uint64_t>(uint64_t(std::max(threads, 1)), 1, std::max<uint64_t>(n_chunks_, 1)));
+  running_.store(n);
+  for (int t = 0; t < n; ++t)
+    threads_.emplace_back([this] {
+      run();
+      running_.fetch_sub(1);
+    });
+}
+
+EarlyVerifier::~EarlyVerifier() { (void)stop(); }
+
+void EarlyVerifier::run() {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const uint64_t i = next_.fetch_add(1);
+    if (i >= n_chunks_) return;
+    const uint64_t begin = in_.header_bytes + i * in_.chunk_size;
+    const uint64_t len = std::min(in_.chunk_size, in_.header_bytes + in_.body_bytes - begin);
+    const uint8_t* p = file_.data() + begin;
+    // One read-ahead request for the whole chunk (a no-op for cached pages).
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
+    (void)madvise(reinterpret_cast<void*>(a), size_t(reinterpret_cast<uintptr_t>(p) + len - a),
+                  MADV_WILLNEED);
+    if (Status st = verify_chunk(in_, i, {p, size_t(len)}, name_); !st) {
+      std::lock_guard lk(err_mu_);
+      if (first_err_.empty()) first_err_ = st.message();
+      stopping_.store(true);
+      return;
+    }
+    ok_[i].store(true, std::memory_order_release);
+  }
+}
+
+Status EarlyVerifier::stop() {
+  stopping_.store(true);
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  std::lock_guard lk(err_mu_);
+  if (!first_err_.empty()) return make_error(first_err_);
+  return Status::success();
+}
+
+bool EarlyVerifier::verified(uint64_t i) const {
+  return i < n_chunks_ && ok_[i].load(std::memory_order_acquire);
+}
+
+uint64_t EarlyVerifier::n_verified() const {
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < n_chunks_; ++i) n += ok_[i].load(std::memory_order_acquire) ? 1 : 0;
+  return n;
+}
+
+}  // namespace kiln::artifact

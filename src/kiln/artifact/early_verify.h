@@ -1,0 +1,69 @@
+// Checks a weight image's body chunks on background threads while the GPU
+// loader cannot run yet (the CUDA context is still being created: 0.2-0.3 s
+// on an H100 host), so the loader skips the chunks already checked.
+//
+// Why: hashing inside the loader's read → copy pipeline costs a third of its
+// rate. On an H100 host (bench/NOTES.md, load probe) 8 threads read and copy
+// 4.5 GB at 29-31 GB/s, and at 20-21 GB/s with XXH3 of each chunk in the
+// same threads, while the context-creation window has idle cores and an idle
+// memory bus. A chunk is either checked here, before the loader starts, or by
+// the loader as it reads it: every byte served is checked once, and a
+// corrupt chunk fails the start either way.
+//
+// The hashing reads the file through its mapping; for a file that is not in
+// the page cache each chunk is first asked for with MADV_WILLNEED (one large
+// read-ahead), so the disk reads also start before the context exists.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kiln/artifact/checksum.h"
+#include "kiln/core/status.h"
+
+namespace kiln::artifact {
+
+class EarlyVerifier {
+ public:
+  // `file` is the whole mapped file and `in` its trailer (both must outlive
+  // this object); `name` prefixes error messages. Starts `threads` threads
+  // that take body chunks in file order.
+  EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string name, int threads);
+  ~EarlyVerifier();
+  EarlyVerifier(const EarlyVerifier&) = delete;
+  EarlyVerifier& operator=(const EarlyVerifier&) = delete;
+
+  // Stops taking chunks and waits for those being hashed. Returns the first
+  // mismatch found (the file is corrupt: refuse it), else success.
+  Status stop();
+  // After stop(): chunk i was hashed here and matched.
+  bool verified(uint64_t i) const;
+  uint64_t n_verified() const;
+  uint64_t n_chunks() const { return n_chunks_; }
+  // Every thread has run out of chunks (or met a mismatch): stop() would
+  // not wait.
+  bool finished() const { return running_.load() == 0; }
+
+ private:
+  void run();
+
+  std::span<const uint8_t> file_;
+  const Integrity& in_;
+  std::string name_;
+  uint64_t n_chunks_ = 0;
+  std::unique_ptr<std::atomic<bool>[]> ok_;  // [n_chunks] set when chunk i matched
+  std::atomic<uint64_t> next_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> running_{0};
+  std::mutex err_mu_;
+  std::string first_err_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace kiln::artifact
