@@ -1,16 +1,37 @@
 // Background chunk checks of a weight image (see early_verify.h).
 #include "kiln/artifact/early_verify.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 namespace kiln::artifact {
 
-EarlyVerifier::EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string name,
+namespace {
+
+// Every page of [p, p + len) is in the page cache (a hash through the
+// mapping then costs no disk wait).
+bool resident(const uint8_t* p, uint64_t len) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
+  const size_t span = size_t(reinterpret_cast<uintptr_t>(p) + len - a);
+  std::vector<unsigned char> vec((span + page - 1) / page);
+  if (mincore(reinterpret_cast<void*>(a), span, vec.data()) != 0) return false;
+  for (unsigned char v : vec)
+    if (!(v & 1)) return false;
+  return true;
+}
+
+}  // namespace
+
+EarlyVerifier::EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string path,
                              int threads)
-    : file_(file), in_(in), name_(std::move(name)), n_chunks_(in.chunk_xxh3.size()) {
+    : file_(file), in_(in), name_(std::move(path)), n_chunks_(in.chunk_xxh3.size()) {
+  fd_ = open(name_.c_str(), O_RDONLY | O_CLOEXEC);
   ok_ = std::make_unique<std::atomic<bool>[]>(n_chunks_);
   for (uint64_t i = 0; i < n_chunks_; ++i) ok_[i].store(false, std::memory_order_relaxed);
   // A file of another size fails the trailer check before anyone gets here;
@@ -25,20 +46,32 @@ EarlyVerifier::EarlyVerifier(std::span<const uint8_t> file, const Integrity& in,
     });
 }
 
-EarlyVerifier::~EarlyVerifier() { (void)stop(); }
+EarlyVerifier::~EarlyVerifier() {
+  (void)stop();
+  if (fd_ >= 0) close(fd_);
+}
 
 void EarlyVerifier::run() {
-  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  std::vector<uint8_t> buf;  // this thread's pread buffer, made at the first cold chunk
   while (!stopping_.load(std::memory_order_relaxed)) {
     const uint64_t i = next_.fetch_add(1);
     if (i >= n_chunks_) return;
     const uint64_t begin = in_.header_bytes + i * in_.chunk_size;
     const uint64_t len = std::min(in_.chunk_size, in_.header_bytes + in_.body_bytes - begin);
     const uint8_t* p = file_.data() + begin;
-    // One read-ahead request for the whole chunk (a no-op for cached pages).
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p) / page * page;
-    (void)madvise(reinterpret_cast<void*>(a), size_t(reinterpret_cast<uintptr_t>(p) + len - a),
-                  MADV_WILLNEED);
+    if (fd_ >= 0 && !resident(p, len)) {
+      // One large read instead of page faults of read-ahead size.
+      buf.resize(size_t(len));
+      size_t got = 0;
+      while (got < len) {
+        const ssize_t r = pread(fd_, buf.data() + got, size_t(len) - got, off_t(begin + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += size_t(r);
+      }
+      if (got < len) return;  // a read error: leave this chunk and the rest to the loader
+      p = buf.data();
+    }
     if (Status st = verify_chunk(in_, i, {p, size_t(len)}, name_); !st) {
       std::lock_guard lk(err_mu_);
       if (first_err_.empty()) first_err_ = st.message();

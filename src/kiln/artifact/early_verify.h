@@ -10,9 +10,10 @@
 // the loader as it reads it: every byte served is checked once, and a
 // corrupt chunk fails the start either way.
 //
-// The hashing reads the file through its mapping; for a file that is not in
-// the page cache each chunk is first asked for with MADV_WILLNEED (one large
-// read-ahead), so the disk reads also start before the context exists.
+// A chunk whose pages are all in the page cache is hashed through the
+// file's mapping (no copy); any other is read with one large pread into the
+// thread's buffer, so for a cold file the disk reads start before the
+// context exists and leave the chunks in the page cache for the loader.
 #pragma once
 
 #include <atomic>
@@ -32,9 +33,10 @@ namespace kiln::artifact {
 class EarlyVerifier {
  public:
   // `file` is the whole mapped file and `in` its trailer (both must outlive
-  // this object); `name` prefixes error messages. Starts `threads` threads
-  // that take body chunks in file order.
-  EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string name, int threads);
+  // this object); `path` names it in messages and is opened for the reads
+  // of chunks not in the page cache. Starts `threads` threads that take body
+  // chunks in file order.
+  EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string path, int threads);
   ~EarlyVerifier();
   EarlyVerifier(const EarlyVerifier&) = delete;
   EarlyVerifier& operator=(const EarlyVerifier&) = delete;
@@ -56,6 +58,7 @@ class EarlyVerifier {
   std::span<const uint8_t> file_;
   const Integrity& in_;
   std::string name_;
+  int fd_ = -1;  // for chunks not in the page cache; -1: hash through the mapping
   uint64_t n_chunks_ = 0;
   std::unique_ptr<std::atomic<bool>[]> ok_;  // [n_chunks] set when chunk i matched
   std::atomic<uint64_t> next_{0};

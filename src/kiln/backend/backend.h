@@ -147,6 +147,14 @@ class Backend {
   virtual Status load_weights(const model::Model& model) = 0;
   // (Re)allocates the KV block pool; contents start undefined.
   virtual Status init_kv_cache(const KvCacheConfig& cfg) = 0;
+  // Sizes the per-step buffers for batches of up to max_rows rows now (after
+  // load_weights), so the first large batch does not pay for allocations
+  // (GPU: a device synchronization, freed and reallocated buffers, captured
+  // graphs dropped). Its memory shows in memory() as scratch. Optional.
+  virtual Status reserve_batch(int32_t max_rows) {
+    (void)max_rows;
+    return Status::success();
+  }
   virtual const KvCacheConfig& kv_config() const = 0;
 
   // Runs the model over a batch: writes each token's K/V into its block and

@@ -38,6 +38,7 @@ struct ImageLoadInfo {
   double seconds = 0;
   uint64_t bytes = 0;
   int threads = 0;
+  double setup_seconds = 0;  // of `seconds`: staging buffers allocated
 };
 std::optional<ImageLoadInfo> image_load_info(const Backend& be);
 

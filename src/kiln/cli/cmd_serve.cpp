@@ -324,8 +324,10 @@ int run_serve(const ServeOptions& o) {
   if (!tok) return fail(tok.message());
   if (auto li = image_load_info(*backend))
     fmt::print(stderr, "kiln serve: weight image {:.2f} GB streamed to the GPU in {:.3f} s "
-               "({:.1f} GB/s, {} reader threads)\n", double(li->bytes) / 1e9, li->seconds,
-               double(li->bytes) / 1e9 / std::max(li->seconds, 1e-9), li->threads);
+               "({:.1f} GB/s, {} reader threads; {:.3f} s of it allocating staging buffers)\n",
+               double(li->bytes) / 1e9, li->seconds,
+               double(li->bytes) / 1e9 / std::max(li->seconds, 1e-9), li->threads,
+               li->setup_seconds);
   // The embedding model (CPU encoder) loads beside the chat model. The same
   // instance is the semantic cache's TextEmbedder (cache/embedder.h).
   std::unique_ptr<embed::BertEmbedder> embedder;
@@ -346,6 +348,9 @@ int run_serve(const ServeOptions& o) {
   }
 
   // ---- plan -----------------------------------------------------------------
+  // The per-step buffers of the largest step, now: the first long prompt
+  // does not pay for growing them, and the plan below counts them.
+  if (auto st = backend->reserve_batch(o.max_batch_tokens); !st) return fail(st.message());
   const auto& hp = (*model)->hparams();
   const MemoryReport mem = backend->memory();
   server::MemoryPlanInput in;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -87,6 +88,39 @@ CudaBackend::~CudaBackend() {
   if (impl_) cudaSetDevice(impl_->opt.device);
 }
 
+// Kernels and cuBLAS heuristics the first requests would otherwise load on
+// their own time. CUDA loads each kernel lazily at its first launch, and
+// cuBLAS its GEMM kernels and heuristics at its first call (40+ ms on an
+// H100). None of it needs the weights, so it runs in the background from the
+// moment the context exists, beside the weight upload; every forward waits
+// for it while graphs are on (a capture must not see its synchronizing
+// calls), so even the warm-up request finds everything loaded.
+static void warm_kernels(int dev) {
+  cudaSetDevice(dev);
+  mma_prime();
+  flash_prime();
+  for (KvType t : {KvType::f16, KvType::fp8, KvType::q8_0, KvType::f32}) attention_prime(t);
+  cublasHandle_t h = nullptr;
+  cudaStream_t st = nullptr;
+  void* buf = nullptr;
+  constexpr int kDim = 256;  // same types and transposes as kernels/gemm.cu
+  if (cublasCreate(&h) == CUBLAS_STATUS_SUCCESS &&
+      cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
+      cudaMallocAsync(&buf, size_t(kDim) * kDim * (2 + 2 + 4), st) == cudaSuccess) {
+    cublasSetStream(h, st);
+    const float alpha = 1.0f, beta = 0.0f;
+    auto* m = static_cast<uint8_t*>(buf);
+    cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, m, CUDA_R_16F, kDim,
+                 m + size_t(kDim) * kDim * 2, CUDA_R_16F, kDim, &beta, m + size_t(kDim) * kDim * 4,
+                 CUDA_R_32F, kDim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cudaFreeAsync(buf, st);
+    cudaStreamSynchronize(st);
+  }
+  if (st) cudaStreamDestroy(st);
+  if (h) cublasDestroy(h);
+  (void)cudaGetLastError();  // a failed warm-up call must not leave a sticky error
+}
+
 Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& options) {
   const int n = device_count();
   if (n == 0) return make_error("no CUDA device is available (no GPU or no driver); use --device cpu");
@@ -119,6 +153,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     cublasSetStream(p->cublas, p->stream);
     return Status::success();
   });
+  impl->gemm_warm = std::async(std::launch::async, warm_kernels, options.device);
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
 
@@ -416,7 +451,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
     up.dev_base = slab.as<uint8_t>();
     s.weight_bytes += slab.bytes();
     s.weight_bufs.push_back(std::move(slab));
-    s.load_report = {true, st->bytes, st->seconds, st->threads};
+    s.load_report = {true, st->bytes, st->seconds, st->threads, st->setup_seconds};
   }
 
   // Uploads go in the order their bytes lie in the file (each fills its own
@@ -503,38 +538,6 @@ Status CudaBackend::load_weights(const model::Model& model) {
   s.weight_bufs.push_back(std::move(ib));
   KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
   KILN_TRY(s.wait_cublas());  // it initialized while the weights were copied
-  // cuBLAS loads its GEMM kernels and heuristics on the first call (40+ ms on
-  // an H100): make that call in the background now, off the start-up path
-  // (the warm-up and short prompts use the matvec kernels), so the first
-  // request with more than matvec_max_rows prompt rows does not pay it.
-  s.gemm_warm = std::async(std::launch::async, [dev = s.opt.device] {
-    cudaSetDevice(dev);
-    // Kernels the first batched or long-context request would otherwise load
-    // on its own time (lazy module loading); every forward waits for this
-    // thread while graphs are on, so the warm-up request has them.
-    mma_prime();
-    flash_prime();
-    for (KvType t : {KvType::f16, KvType::fp8, KvType::q8_0, KvType::f32}) attention_prime(t);
-    cublasHandle_t h = nullptr;
-    cudaStream_t st = nullptr;
-    void* buf = nullptr;
-    constexpr int kDim = 256;  // same types and transposes as kernels/gemm.cu
-    if (cublasCreate(&h) == CUBLAS_STATUS_SUCCESS &&
-        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
-        cudaMallocAsync(&buf, size_t(kDim) * kDim * (2 + 2 + 4), st) == cudaSuccess) {
-      cublasSetStream(h, st);
-      const float alpha = 1.0f, beta = 0.0f;
-      auto* m = static_cast<uint8_t*>(buf);
-      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, m, CUDA_R_16F, kDim,
-                   m + size_t(kDim) * kDim * 2, CUDA_R_16F, kDim, &beta, m + size_t(kDim) * kDim * 4,
-                   CUDA_R_32F, kDim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-      cudaFreeAsync(buf, st);
-      cudaStreamSynchronize(st);
-    }
-    if (st) cudaStreamDestroy(st);
-    if (h) cublasDestroy(h);
-    (void)cudaGetLastError();  // a failed warm-up call must not leave a sticky error
-  });
   return Status::success();
 }
 
@@ -749,6 +752,34 @@ Status CudaBackend::Impl::ensure_w16() {
   const size_t elems = size_t(std::min<int64_t>(biggest, int64_t(64) << 20));
   if (!w16.alloc(std::max<size_t>(elems, size_t(max_in)) * 2))
     return make_error("out of GPU memory for the GEMM workspace");
+  return Status::success();
+}
+
+Status CudaBackend::reserve_batch(int32_t max_rows) {
+  Impl& s = *impl_;
+  if (!s.model) return make_error("reserve_batch before load_weights");
+  KILN_TRY(s.reserve_rows(max_rows));
+  // The tensor-core workspace for every row count up to max_rows, over each
+  // distinct matrix shape (layers repeat theirs): 4-5 shapes x ~250 counts.
+  std::vector<std::array<int64_t, 3>> seen;  // (type, n_in, n_out)
+  size_t want = 0;
+  auto consider = [&](const LinearGroup& g) {
+    for (const auto& p : g.parts) {
+      const std::array<int64_t, 3> key{int64_t(p.m.type), p.m.n_in, p.m.n_out};
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+      seen.push_back(key);
+      for (int64_t r = 1; r <= std::min<int64_t>(max_rows, s.opt.mma_max_rows); ++r)
+        if (s.use_mma(p.m, r)) want = std::max(want, mma_partial_floats(p.m, r, s.n_sms));
+    }
+  };
+  consider(s.output);
+  for (const auto& l : s.layers) consider(l.qkv), consider(l.wo), consider(l.gate_up), consider(l.down);
+  if (s.mma_part.bytes() < want * 4) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+    s.drop_graphs();
+    if (!s.mma_part.alloc(std::max(want * 4, size_t(1) << 20)))
+      return make_error("out of GPU memory for the tensor-core GEMM workspace");
+  }
   return Status::success();
 }
 

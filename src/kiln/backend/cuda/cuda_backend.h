@@ -69,6 +69,7 @@ struct CudaLoadReport {
   uint64_t bytes = 0;        // bytes copied from the file
   double upload_seconds = 0; // wall time of reading + copying
   int threads = 0;
+  double setup_seconds = 0;  // of upload_seconds: allocating the pinned staging buffers
 };
 
 // Usable CUDA devices; 0 when there is no driver or no GPU (never fails).
@@ -87,6 +88,7 @@ class CudaBackend final : public Backend {
   // streaming (and fails on any mismatch) instead of trusting the file.
   void set_image_check(ImageChunkCheck check);
   Status init_kv_cache(const KvCacheConfig& cfg) override;
+  Status reserve_batch(int32_t max_rows) override;
   const KvCacheConfig& kv_config() const override;
   Status forward(const Batch& batch) override;
   Status synchronize() override;

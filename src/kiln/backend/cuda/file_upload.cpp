@@ -27,23 +27,30 @@ double now_s() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-// One reader: its file descriptor, stream and two pinned buffers.
+// One reader: its file descriptor, stream and two pinned buffers (slices of
+// one allocation shared by all readers).
 struct Reader {
   int fd = -1;
   cudaStream_t stream = nullptr;
-  void* buf[2] = {nullptr, nullptr};
+  uint8_t* buf[2] = {nullptr, nullptr};
   cudaEvent_t done[2] = {nullptr, nullptr};
   bool used[2] = {false, false};
   double read_s = 0;
 
   ~Reader() {
     if (stream) cudaStreamSynchronize(stream);
-    for (int k = 0; k < 2; ++k) {
-      if (done[k]) cudaEventDestroy(done[k]);
-      if (buf[k]) cudaFreeHost(buf[k]);
-    }
+    for (auto& e : done)
+      if (e) cudaEventDestroy(e);
     if (stream) cudaStreamDestroy(stream);
     if (fd >= 0) close(fd);
+  }
+};
+
+// The readers' pinned staging memory, freed after every reader is gone.
+struct PinnedBlock {
+  void* p = nullptr;
+  ~PinnedBlock() {
+    if (p) cudaFreeHost(p);
   }
 };
 
@@ -64,7 +71,19 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
   // O_DIRECT reads whole aligned pages around the chunk; the slack is copied past.
   const size_t buf_bytes = chunk + 2 * kDirectAlign;
 
+  // One pinned allocation for every reader's two buffers, made before any
+  // reader starts: concurrent cudaHostAlloc calls serialize in the driver,
+  // and sixteen of them cost more than one of the same total size.
+  PinnedBlock pinned;
+  if (cudaSetDevice(opt.device) != cudaSuccess ||
+      cudaHostAlloc(&pinned.p, buf_bytes * 2 * size_t(n_threads), cudaHostAllocDefault) != cudaSuccess)
+    return make_error(fmt::format("cannot allocate {} MiB of pinned host memory for loading",
+                                  (buf_bytes * 2 * size_t(n_threads)) >> 20));
+  st.setup_seconds = now_s() - t0;
   std::deque<Reader> readers(static_cast<size_t>(n_threads));  // not movable: deque
+  for (size_t t = 0; t < readers.size(); ++t)
+    for (int k = 0; k < 2; ++k)
+      readers[t].buf[k] = static_cast<uint8_t*>(pinned.p) + (2 * t + size_t(k)) * buf_bytes;
   std::atomic<uint64_t> next{0};
   std::mutex err_mu;
   std::string first_err;
@@ -83,12 +102,9 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
     if (!opt.direct) posix_fadvise(rd.fd, off_t(offset), off_t(n), POSIX_FADV_SEQUENTIAL);
     if (cudaStreamCreateWithFlags(&rd.stream, cudaStreamNonBlocking) != cudaSuccess)
       return fail("cudaStreamCreate failed");
-    for (int k = 0; k < 2; ++k) {
-      if (cudaHostAlloc(&rd.buf[k], buf_bytes, cudaHostAllocDefault) != cudaSuccess ||
-          cudaEventCreateWithFlags(&rd.done[k], cudaEventDisableTiming) != cudaSuccess)
-        return fail(fmt::format("cannot allocate {} MiB of pinned host memory for loading",
-                                buf_bytes >> 20));
-    }
+    for (auto& e : rd.done)
+      if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess)
+        return fail("cudaEventCreate failed while loading");
     std::string err;
     for (int k = 0;; k ^= 1) {
       const uint64_t i = next.fetch_add(1);
@@ -100,7 +116,7 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
       // Wait until this buffer's previous copy has left it.
       if (rd.used[k] && cudaEventSynchronize(rd.done[k]) != cudaSuccess)
         return fail("a host-to-device copy failed while loading");
-      auto* buf = static_cast<uint8_t*>(rd.buf[k]);
+      uint8_t* buf = rd.buf[k];
       uint64_t read_off = begin, read_len = len, skew = 0;
       if (opt.direct) {
         read_off = begin / kDirectAlign * kDirectAlign;

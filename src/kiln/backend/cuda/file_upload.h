@@ -36,6 +36,7 @@ struct FileUploadOptions {
 struct FileUploadStats {
   uint64_t bytes = 0;
   double seconds = 0;       // wall time of the whole upload
+  double setup_seconds = 0; // of which allocating the pinned staging buffers
   double read_seconds = 0;  // summed over threads: time inside pread
   int threads = 0;
 };
