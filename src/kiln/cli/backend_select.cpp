@@ -42,6 +42,7 @@ Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o) {
     cuda::CudaOptions co;
     co.load_threads = o.load_threads;
     co.load_direct = o.load_direct;
+    co.prepare_image_staging = o.expect_image;
     auto be = cuda::CudaBackend::create(co);
     if (!be) return be.error();
     return std::unique_ptr<Backend>(std::move(be.value()));

@@ -26,6 +26,9 @@ struct DeviceOptions {
   // O_DIRECT reads (for files not in the page cache).
   int load_threads = 8;
   bool load_direct = false;
+  // The model is a baked artifact on local disk: the CUDA backend prepares
+  // the image loader's pinned buffers while its context is being created.
+  bool expect_image = false;
 };
 
 // Adds --load-threads and --load-direct (GPU weight loading) to a subcommand.

@@ -169,6 +169,7 @@ int run_serve(const ServeOptions& o) {
   DeviceOptions dev = o.load;
   dev.device = o.device;
   dev.cpu.n_threads = o.threads;
+  dev.expect_image = !fetch::is_remote_url(o.model) && artifact::is_artifact_dir(o.model);
   auto backend_future = std::async(std::launch::async, [&dev, &timeline] {
     const auto t0 = Clock::now();
     auto be = make_backend(dev);

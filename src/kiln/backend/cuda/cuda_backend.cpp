@@ -122,6 +122,16 @@ static void warm_kernels(int dev) {
 }
 
 Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& options) {
+  // First, so that touching its pages overlaps the context creation below.
+  std::future<std::unique_ptr<HostStaging>> staging;
+  if (options.prepare_image_staging) {
+    // Sized for load_chunk_bytes, which is also the artifacts' checksum
+    // chunk (16 MiB): with another chunk size the upload allocates its own.
+    FileUploadOptions fo;
+    fo.chunk_bytes = options.load_chunk_bytes;
+    staging = std::async(std::launch::async, HostStaging::prepare,
+                         staging_bytes_needed(fo, options.load_threads), options.device);
+  }
   const int n = device_count();
   if (n == 0) return make_error("no CUDA device is available (no GPU or no driver); use --device cpu");
   if (options.device < 0 || options.device >= n)
@@ -130,6 +140,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     return make_error("matvec_max_rows must be in [0, 8] (or -1: automatic)");
   auto impl = std::make_unique<Impl>();
   impl->opt = options;
+  impl->staging = std::move(staging);
   if (const char* e = std::getenv("KILN_CUDA_GRAPHS"); e && std::strcmp(e, "0") == 0)
     impl->opt.use_graphs = false;
   if (const char* e = std::getenv("KILN_FLASH_ATTN"); e && std::strcmp(e, "0") == 0)
@@ -198,6 +209,11 @@ Status CudaBackend::synchronize() {
 
 namespace {
 
+// Every host-to-device copy here goes on the backend's stream: a plain
+// cudaMemcpy from pageable memory may return before its DMA has finished (on
+// the legacy stream), and the repack kernel and the forwards, on the
+// non-blocking backend stream, would not wait for it. (A GPU test caught
+// this once other threads were also using the device during the load.)
 struct Uploader {
   CudaBackend::Impl& impl;
   DeviceBuffer staging;  // raw q4_0/q8_0 rows on their way to repacking
@@ -235,7 +251,8 @@ struct Uploader {
     KILN_TRY(file->await_at(v.data, size_t(v.n) * 4));
     DeviceBuffer b;
     if (!b.alloc(size_t(v.n) * 4)) return make_error(fmt::format("out of GPU memory uploading {}", v.name));
-    KILN_CUDA_TRY(cudaMemcpy(b.as<void>(), v.data, size_t(v.n) * 4, cudaMemcpyHostToDevice));
+    KILN_CUDA_TRY(cudaMemcpyAsync(b.as<void>(), v.data, size_t(v.n) * 4, cudaMemcpyHostToDevice,
+                                  impl.stream));
     const float* p = b.as<float>();
     impl.weight_bytes += b.bytes();
     impl.weight_bufs.push_back(std::move(b));
@@ -269,7 +286,7 @@ struct Uploader {
     for (const auto* m : ms) {
       const size_t bytes = size_t(m->n_out) * m->row_stride();
       KILN_TRY(file->await_at(m->data, bytes));
-      KILN_CUDA_TRY(cudaMemcpy(dst, m->data, bytes, cudaMemcpyHostToDevice));
+      KILN_CUDA_TRY(cudaMemcpyAsync(dst, m->data, bytes, cudaMemcpyHostToDevice, impl.stream));
       dst += bytes;
     }
     return Status::success();
@@ -442,9 +459,15 @@ Status CudaBackend::load_weights(const model::Model& model) {
     fo.threads = s.opt.load_threads;
     if (!fo.on_chunk) fo.chunk_bytes = s.opt.load_chunk_bytes;
     fo.direct = s.opt.load_direct;
+    std::unique_ptr<HostStaging> staged = s.staging.valid() ? s.staging.get() : nullptr;
+    if (staged) {
+      fo.staging = staged->data();
+      fo.staging_bytes = staged->bytes();
+    }
     if (file.arriving())  // each chunk waits for its bytes (read_path: the name may not exist yet)
       fo.wait_range = [&file](uint64_t off, uint64_t len) { return file.await(off, len); };
     auto st = upload_file_range(file.read_path(), file.data_offset(), n, slab.as<void>(), fo);
+    staged.reset();  // the host memory goes back as soon as the image is on the device
     if (!st) return st.error();
     up.host_base = file.bytes().data() + file.data_offset();
     up.host_end = file.bytes().data() + file.data_offset() + n;
@@ -458,6 +481,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
   // slot, so nothing else depends on the order): a file still downloading
   // (serve --model URL) arrives in roughly that order, so each upload waits
   // only for its own bytes while later ones download.
+  if (s.staging.valid()) s.staging.get();  // not an image: nothing to stage
   const bool tied = w.output_tied || w.output.data == w.tok_embd.data;
   s.layers.assign(w.layers.size(), DeviceLayer{});
   s.mma_shapes_ok.clear();  // shapes checked for another model's matrices
@@ -533,7 +557,8 @@ Status CudaBackend::load_weights(const model::Model& model) {
   DeviceBuffer ib;
   if (!ib.alloc(std::max<size_t>(inv.size(), 1) * 8)) return make_error("out of GPU memory (rope)");
   if (!inv.empty())
-    KILN_CUDA_TRY(cudaMemcpy(ib.as<void>(), inv.data(), inv.size() * 8, cudaMemcpyHostToDevice));
+    KILN_CUDA_TRY(cudaMemcpyAsync(ib.as<void>(), inv.data(), inv.size() * 8, cudaMemcpyHostToDevice,
+                                  s.stream));
   s.inv_freq = ib.as<double>();
   s.weight_bufs.push_back(std::move(ib));
   KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
@@ -655,7 +680,13 @@ Status CudaBackend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
   const int k = s.kv_next;
   s.kv_next ^= 1;
   KILN_CUDA_TRY(cudaEventSynchronize(s.kv_copied[k]));
-  std::memcpy(s.kv_pinned[k], in.data(), n);
+  if (!s.kv_copy_pool)
+    s.kv_copy_pool = std::make_unique<ThreadPool>(std::clamp(int(std::thread::hardware_concurrency()), 1, 8));
+  constexpr size_t kPiece = size_t(256) << 10;
+  s.kv_copy_pool->parallel_for(int64_t((n + kPiece - 1) / kPiece), [&](int64_t i, int) {
+    const size_t at = size_t(i) * kPiece;
+    std::memcpy(s.kv_pinned[k] + at, in.data() + at, std::min(kPiece, n - at));
+  });
   uint8_t* stage = s.kv_stage.as<uint8_t>() + size_t(k) * n;
   KILN_CUDA_TRY(cudaMemcpyAsync(stage, s.kv_pinned[k], n, cudaMemcpyHostToDevice, s.stream));
   KILN_CUDA_TRY(cudaEventRecord(s.kv_copied[k], s.stream));
@@ -688,7 +719,7 @@ Status CudaBackend::Impl::reserve_rows(int64_t n) {
   }
   std::vector<int32_t> host(rows);
   for (size_t i = 0; i < rows; ++i) host[i] = int32_t(i);
-  KILN_CUDA_TRY(cudaMemcpy(iota.as<void>(), host.data(), rows * 4, cudaMemcpyHostToDevice));
+  KILN_CUDA_TRY(cudaMemcpyAsync(iota.as<void>(), host.data(), rows * 4, cudaMemcpyHostToDevice, stream));
   cap = c;
   return Status::success();
 }

@@ -14,8 +14,10 @@
 #include <vector>
 
 #include "kiln/backend/cuda/cuda_backend.h"
+#include "kiln/core/threadpool.h"
 #include "kiln/backend/cuda/cuda_sample.h"
 #include "kiln/backend/cuda/device_types.h"
+#include "kiln/backend/cuda/file_upload.h"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
 #include "kiln/backend/cuda/kernels/mma.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
@@ -90,7 +92,10 @@ struct CudaBackend::Impl {
   // cuBLAS initializes on its own thread (tens of ms) while the weights
   // stream in; everything that uses the handle calls wait_cublas() first.
   std::future<Status> cublas_init;
-  std::future<void> gemm_warm;  // first cuBLAS GEMM, run in the background after loading
+  std::future<void> gemm_warm;  // kernels and the first cuBLAS GEMM, loaded in the background from create()
+  // The image loader's pinned buffers, prepared from create() when
+  // opt.prepare_image_staging (file_upload.h HostStaging); null if that failed.
+  std::future<std::unique_ptr<HostStaging>> staging;
   Status wait_cublas();
   cudaEvent_t meta_done = nullptr;  // the last meta upload has left the pinned buffer
 
@@ -119,6 +124,10 @@ struct CudaBackend::Impl {
   cudaEvent_t kv_copied[2] = {nullptr, nullptr};
   size_t kv_pinned_bytes = 0;
   int kv_next = 0;
+  // Threads for the host copy of a written block (a 2 MB block of an 8B
+  // model, usually from a mapped warm.bin whose page faults dominate: one
+  // thread restored 333 MB in 65 ms on an H100 host). Made at the first write.
+  std::unique_ptr<ThreadPool> kv_copy_pool;
   KvLayout kv;
 
   // Activations for up to `cap` rows.

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -56,6 +57,28 @@ struct PinnedBlock {
 
 }  // namespace
 
+std::unique_ptr<HostStaging> HostStaging::prepare(size_t bytes, int device) {
+  if (bytes == 0) return nullptr;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  // Waits here for the context another thread is creating.
+  if (cudaSetDevice(device) != cudaSuccess || cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+    (void)cudaGetLastError();
+    munmap(p, bytes);
+    return nullptr;
+  }
+  return std::unique_ptr<HostStaging>(new HostStaging(static_cast<uint8_t*>(p), bytes));
+}
+
+HostStaging::~HostStaging() {
+  cudaHostUnregister(p_);
+  munmap(p_, bytes_);
+}
+
+size_t staging_bytes_needed(const FileUploadOptions& opt, int threads) {
+  return (opt.chunk_bytes + 2 * kDirectAlign) * 2 * size_t(std::max(threads, 1));
+}
+
 Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offset, uint64_t n,
                                           void* dst, const FileUploadOptions& opt) {
   FileUploadStats st;
@@ -71,19 +94,23 @@ Result<FileUploadStats> upload_file_range(const std::string& path, uint64_t offs
   // O_DIRECT reads whole aligned pages around the chunk; the slack is copied past.
   const size_t buf_bytes = chunk + 2 * kDirectAlign;
 
-  // One pinned allocation for every reader's two buffers, made before any
-  // reader starts: concurrent cudaHostAlloc calls serialize in the driver,
-  // and sixteen of them cost more than one of the same total size.
+  // Every reader's two buffers are slices of one pinned block: the caller's
+  // (prepared off the start-up path) or one allocation made here, before any
+  // reader starts (concurrent cudaHostAlloc calls serialize in the driver).
   PinnedBlock pinned;
-  if (cudaSetDevice(opt.device) != cudaSuccess ||
-      cudaHostAlloc(&pinned.p, buf_bytes * 2 * size_t(n_threads), cudaHostAllocDefault) != cudaSuccess)
-    return make_error(fmt::format("cannot allocate {} MiB of pinned host memory for loading",
-                                  (buf_bytes * 2 * size_t(n_threads)) >> 20));
+  uint8_t* base = opt.staging;
+  const size_t need = buf_bytes * 2 * size_t(n_threads);
+  if (base == nullptr || opt.staging_bytes < need) {
+    if (cudaSetDevice(opt.device) != cudaSuccess ||
+        cudaHostAlloc(&pinned.p, need, cudaHostAllocDefault) != cudaSuccess)
+      return make_error(fmt::format("cannot allocate {} MiB of pinned host memory for loading",
+                                    need >> 20));
+    base = static_cast<uint8_t*>(pinned.p);
+  }
   st.setup_seconds = now_s() - t0;
   std::deque<Reader> readers(static_cast<size_t>(n_threads));  // not movable: deque
   for (size_t t = 0; t < readers.size(); ++t)
-    for (int k = 0; k < 2; ++k)
-      readers[t].buf[k] = static_cast<uint8_t*>(pinned.p) + (2 * t + size_t(k)) * buf_bytes;
+    for (int k = 0; k < 2; ++k) readers[t].buf[k] = base + (2 * t + size_t(k)) * buf_bytes;
   std::atomic<uint64_t> next{0};
   std::mutex err_mu;
   std::string first_err;
