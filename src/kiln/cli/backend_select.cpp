@@ -68,7 +68,7 @@ std::optional<ImageLoadInfo> image_load_info(const Backend& be) {
 #ifdef KILN_HAVE_CUDA
   if (const auto* c = dynamic_cast<const cuda::CudaBackend*>(&be)) {
     const auto& r = c->load_report();
-    if (r.image) return ImageLoadInfo{r.upload_seconds, r.bytes, r.threads, r.setup_seconds};
+    if (r.image) return ImageLoadInfo{r.upload_seconds, r.bytes, r.threads, r.setup_seconds, r.context_seconds};
   }
 #else
   (void)be;

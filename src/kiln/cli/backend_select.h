@@ -42,6 +42,7 @@ struct ImageLoadInfo {
   uint64_t bytes = 0;
   int threads = 0;
   double setup_seconds = 0;  // of `seconds`: staging buffers allocated
+  double context_seconds = 0; // backend creation: driver start and GPU context
 };
 std::optional<ImageLoadInfo> image_load_info(const Backend& be);
 

@@ -275,11 +275,14 @@ int run_serve(const ServeOptions& o) {
   // chunks are checked on idle cores (artifact/early_verify.h); the loader
   // checks only the rest. Not for O_DIRECT loads (this reads through the
   // page cache) nor downloads (their bytes are still arriving).
+  // KILN_EARLY_VERIFY_THREADS sets its threads (default --load-threads; 0: off).
   std::shared_ptr<artifact::EarlyVerifier> early;
-  if (source && source->image_body_unverified && !download && !dev.load_direct)
+  int early_threads = dev.load_threads;
+  if (const char* e = std::getenv("KILN_EARLY_VERIFY_THREADS"); e && *e) early_threads = std::atoi(e);
+  if (source && source->image_body_unverified && !download && !dev.load_direct && early_threads > 0)
     early = std::make_shared<artifact::EarlyVerifier>(
         source->model->file().bytes(), source->artifact->weights_integrity,
-        source->model->file().path(), dev.load_threads);
+        source->model->file().path(), early_threads);
   auto made = backend_future.get();
   if (early) {
     if (auto st = early->stop(); !st) return fail(st.message());
@@ -325,10 +328,11 @@ int run_serve(const ServeOptions& o) {
   if (!tok) return fail(tok.message());
   if (auto li = image_load_info(*backend))
     fmt::print(stderr, "kiln serve: weight image {:.2f} GB streamed to the GPU in {:.3f} s "
-               "({:.1f} GB/s, {} reader threads; {:.3f} s of it allocating staging buffers)\n",
+               "({:.1f} GB/s, {} reader threads; {:.3f} s of it allocating staging buffers); "
+               "CUDA context {:.3f} s\n",
                double(li->bytes) / 1e9, li->seconds,
                double(li->bytes) / 1e9 / std::max(li->seconds, 1e-9), li->threads,
-               li->setup_seconds);
+               li->setup_seconds, li->context_seconds);
   // The embedding model (CPU encoder) loads beside the chat model. The same
   // instance is the semantic cache's TextEmbedder (cache/embedder.h).
   std::unique_ptr<embed::BertEmbedder> embedder;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -123,15 +124,27 @@ static void warm_kernels(int dev) {
 
 Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& options) {
   // First, so that touching its pages overlaps the context creation below.
+  // The staging memory is registered with CUDA only once this function is
+  // done: registering pins pages under driver locks that the calls below
+  // would otherwise wait on.
+  // (Declared first: on an early return the guard releases the thread
+  // before this future's destructor waits for it.)
   std::future<std::unique_ptr<HostStaging>> staging;
+  std::promise<void> created;
+  struct SetOnExit {
+    std::promise<void>& p;
+    ~SetOnExit() { p.set_value(); }
+  } set_created{created};
   if (options.prepare_image_staging) {
     // Sized for load_chunk_bytes, which is also the artifacts' checksum
     // chunk (16 MiB): with another chunk size the upload allocates its own.
     FileUploadOptions fo;
     fo.chunk_bytes = options.load_chunk_bytes;
     staging = std::async(std::launch::async, HostStaging::prepare,
-                         staging_bytes_needed(fo, options.load_threads), options.device);
+                         staging_bytes_needed(fo, options.load_threads), options.device,
+                         created.get_future().share());
   }
+  const auto t0 = std::chrono::steady_clock::now();
   const int n = device_count();
   if (n == 0) return make_error("no CUDA device is available (no GPU or no driver); use --device cpu");
   if (options.device < 0 || options.device >= n)
@@ -151,7 +164,8 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     impl->opt.mma_max_rows = std::max(0, std::atoi(e));
   if (const char* e = std::getenv("KILN_MATVEC_MAX_ROWS"); e && *e)
     impl->opt.matvec_max_rows = std::clamp(std::atoi(e), 0, 8);
-  KILN_CUDA_TRY(cudaSetDevice(options.device));
+  KILN_CUDA_TRY(cudaSetDevice(options.device));  // creates the primary context
+  impl->context_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   cudaDeviceProp prop{};
   KILN_CUDA_TRY(cudaGetDeviceProperties(&prop, options.device));
   impl->name = prop.name;
@@ -475,6 +489,7 @@ Status CudaBackend::load_weights(const model::Model& model) {
     s.weight_bytes += slab.bytes();
     s.weight_bufs.push_back(std::move(slab));
     s.load_report = {true, st->bytes, st->seconds, st->threads, st->setup_seconds};
+    s.load_report.context_seconds = s.context_seconds;
   }
 
   // Uploads go in the order their bytes lie in the file (each fills its own

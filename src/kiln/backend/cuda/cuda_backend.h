@@ -76,6 +76,7 @@ struct CudaLoadReport {
   double upload_seconds = 0; // wall time of reading + copying
   int threads = 0;
   double setup_seconds = 0;  // of upload_seconds: allocating the pinned staging buffers
+  double context_seconds = 0;  // create(): driver start and primary context, for the breakdown
 };
 
 // Usable CUDA devices; 0 when there is no driver or no GPU (never fails).

@@ -96,6 +96,7 @@ struct CudaBackend::Impl {
   // The image loader's pinned buffers, prepared from create() when
   // opt.prepare_image_staging (file_upload.h HostStaging); null if that failed.
   std::future<std::unique_ptr<HostStaging>> staging;
+  double context_seconds = 0;  // create(): driver start + primary context
   Status wait_cublas();
   cudaEvent_t meta_done = nullptr;  // the last meta upload has left the pinned buffer
 

@@ -57,11 +57,11 @@ struct PinnedBlock {
 
 }  // namespace
 
-std::unique_ptr<HostStaging> HostStaging::prepare(size_t bytes, int device) {
+std::unique_ptr<HostStaging> HostStaging::prepare(size_t bytes, int device, std::shared_future<void> go) {
   if (bytes == 0) return nullptr;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  // Waits here for the context another thread is creating.
+  go.wait();
   if (cudaSetDevice(device) != cudaSuccess || cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
     (void)cudaGetLastError();
     munmap(p, bytes);

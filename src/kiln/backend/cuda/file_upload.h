@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <span>
 #include <string>
@@ -50,8 +51,9 @@ size_t staging_bytes_needed(const FileUploadOptions& opt, int threads);
 class HostStaging {
  public:
   // Null when the memory cannot be mapped or registered (the upload then
-  // allocates its own).
-  static std::unique_ptr<HostStaging> prepare(size_t bytes, int device);
+  // allocates its own). Registers only once `go` is ready (the caller's
+  // context set-up is done).
+  static std::unique_ptr<HostStaging> prepare(size_t bytes, int device, std::shared_future<void> go);
   ~HostStaging();
   HostStaging(const HostStaging&) = delete;
   HostStaging& operator=(const HostStaging&) = delete;
