@@ -431,6 +431,15 @@ TEST(CudaKvBlocks, RoundTripAndCpuComputedPrefixContinuesOnGpu) {
     ASSERT_TRUE(gpu->write_kv_block(n_blocks - 1, in).ok());
     ASSERT_TRUE(gpu->read_kv_block(n_blocks - 1, out).ok());
     EXPECT_EQ(in, out) << kv_type_name(kv);
+    // A block copy (a baked tail continued by a request) moves every layer's K and V.
+    ASSERT_TRUE(gpu->copy_kv_block(n_blocks - 1, n_blocks - 2).ok());
+    std::fill(out.begin(), out.end(), uint8_t(0));
+    ASSERT_TRUE(gpu->read_kv_block(n_blocks - 2, out).ok());
+    EXPECT_EQ(in, out) << "copy_kv_block " << kv_type_name(kv);
+    EXPECT_FALSE(gpu->copy_kv_block(n_blocks, 0).ok());
+    // (That block may hold the sequence's last positions below: zeros, not
+    // arbitrary bytes, in the slots it does not write.)
+    ASSERT_TRUE(gpu->write_kv_block(n_blocks - 2, std::vector<uint8_t>(bytes, 0)).ok());
     EXPECT_FALSE(gpu->read_kv_block(n_blocks, out).ok());
     EXPECT_FALSE(gpu->write_kv_block(0, std::span<const uint8_t>(in).first(bytes - 1)).ok());
 

@@ -250,6 +250,98 @@ TEST(ArtifactEngine, RestoredPrefixHitsAndMatchesComputing) {
   }
 }
 
+// A warm prompt that ends inside a block: its partial last block is baked
+// as a tail, so a request starting with the whole prompt computes only its
+// own tokens (the GPU's first-request cost of a baked preamble), with the
+// logits of computing everything; a prompt that leaves the warm one inside
+// that block still hits only the full blocks.
+TEST(ArtifactEngine, BakedPromptTailIsReusedExactly) {
+  TempDir d;
+  ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
+  Lm lm(d / "m.gguf");
+  const std::vector<int32_t> warm = ids(3, 14);  // 15 tokens: 3 full blocks of 4, a tail of 3
+  std::vector<int32_t> prompt = warm;
+  for (int32_t t : {50, 51, 52, 53, 54}) prompt.push_back(t);
+  std::vector<int32_t> prompt2 = warm;  // another continuation of the same warm prompt
+  for (int32_t t : {70, 71, 72}) prompt2.push_back(t);
+  std::vector<int32_t> diverges(warm.begin(), warm.begin() + 13);  // 1 token into the tail
+  diverges.push_back(61);
+  diverges.push_back(62);
+
+  auto bea = cpu_backend(*lm.model);
+  EngineConfig ca = config(KvType::f16, 4, 16);
+  ca.cache_prompt_tails = true;
+  auto a = Engine::create(*bea, *lm.model, *lm.tok, ca);
+  ASSERT_TRUE(a.ok()) << a.message();
+  (*a)->start();
+  run(**a, warm, 3);  // generated tokens land in the tail's block: the kept copy has the prompt's
+  (*a)->stop();
+  const std::vector<std::vector<int32_t>> prompts = {warm};
+  auto exported = (*a)->export_prefix_blocks(prompts);
+  ASSERT_TRUE(exported.ok()) << exported.message();
+  ASSERT_EQ(exported->blocks.size(), 4u);
+  EXPECT_EQ(exported->blocks[3].parent, 2);
+  EXPECT_EQ(exported->blocks[3].tokens, std::vector<int32_t>(warm.begin() + 12, warm.end()));
+
+  artifact::WarmData wd;
+  wd.fingerprint.kv_type = "f16";
+  wd.prefixes = std::move(*exported);
+  ThreadPool pool(1);
+  ASSERT_TRUE(artifact::write_warm_file(d / "warm.bin", wd, pool).ok());
+  auto wf = artifact::WarmFile::open(d / "warm.bin", pool);
+  ASSERT_TRUE(wf.ok()) << wf.message();
+
+  auto beb = cpu_backend(*lm.model);
+  auto b = Engine::create(*beb, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  ASSERT_TRUE(b.ok());
+  auto rep = (*b)->import_prefix_blocks((*wf)->data().prefixes);
+  ASSERT_TRUE(rep.ok()) << rep.message();
+  EXPECT_EQ(rep->restored, 4);
+  auto again = (*b)->import_prefix_blocks((*wf)->data().prefixes);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->duplicates, 4);
+  (*b)->start();
+  const Output hit = run(**b, prompt, 6);
+  // The tail is still cached after the copy (prompt's own 4th block, now
+  // cached in full, does not match prompt2's).
+  const Output hit_again = run(**b, prompt2, 6);
+  const Output partial = run(**b, diverges, 4);
+  const Output exact = run(**b, warm, 2);  // the last token is always computed: tail of 2 only
+  (*b)->stop();
+  EXPECT_EQ(hit.cached, 15);
+  EXPECT_EQ(hit_again.cached, 15);
+  EXPECT_EQ(partial.cached, 12);
+  EXPECT_EQ(exact.cached, 12);
+
+  auto bec = cpu_backend(*lm.model);
+  auto c = Engine::create(*bec, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  ASSERT_TRUE(c.ok());
+  (*c)->start();
+  const Output fresh = run(**c, prompt, 6);
+  const Output fresh2 = run(**c, prompt2, 6);
+  const Output fresh_partial = run(**c, diverges, 4);
+  const Output fresh_exact = run(**c, warm, 2);
+  (*c)->stop();
+  for (const auto& [got, want] : {std::pair{&hit, &fresh}, std::pair{&hit_again, &fresh2}}) {
+    EXPECT_EQ(got->tokens, want->tokens);
+    ASSERT_EQ(got->logprobs.size(), want->logprobs.size());
+    for (size_t i = 0; i < want->logprobs.size(); ++i)
+      EXPECT_EQ(got->logprobs[i].chosen.logprob, want->logprobs[i].chosen.logprob) << i;
+  }
+  EXPECT_EQ(partial.tokens, fresh_partial.tokens);
+  EXPECT_EQ(exact.tokens, fresh_exact.tokens);
+
+  // A tail that names a tail as its parent is refused.
+  engine::PrefixBlocks bad = (*wf)->data().prefixes;
+  engine::PrefixBlock child = bad.blocks[3];
+  child.parent = 3;
+  bad.blocks.push_back(child);
+  auto bed = cpu_backend(*lm.model);
+  auto e = Engine::create(*bed, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE((*e)->import_prefix_blocks(bad).ok());
+}
+
 TEST(ArtifactEngine, RestoreRefusesOtherBlockShapesAndFillsOnlyFreeBlocks) {
   TempDir d;
   ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());

@@ -42,7 +42,9 @@ class MappedFile;
 
 namespace kiln::artifact {
 
-inline constexpr uint32_t kWarmFormatVersion = 1;
+// 2: prefix blocks may be tails (fewer than block_size tokens: a warm
+// prompt's partial last block, engine/prefix_cache.h). Version 1 files read.
+inline constexpr uint32_t kWarmFormatVersion = 2;
 
 // One warm prompt's recorded answer: the seed of an exact-match response
 // cache. Greedy unless the prompt line asked otherwise (then `sampling`

@@ -138,15 +138,16 @@ Status run_warm(const BakeOptions& o, const model::Model& model, const Tokenizer
   cpu::CpuBackend backend(copt);
   KILN_TRY(backend.load_weights(model));
   engine::EngineConfig cfg;
+  cfg.cache_prompt_tails = true;  // the warm prompts' partial last blocks are baked too
   cfg.ctx_size = o.ctx_size;
   cfg.kv.type = kv_type;
   cfg.kv.block_size = o.kv_block_size;
-  // Room for every prompt at once: no cached block is ever evicted before
-  // it is exported.
+  // Room for every prompt at once (and the copy of its partial last block):
+  // no cached block is ever evicted before it is exported.
   int64_t n_blocks = 0;
   for (const auto& p : *prepared)
     n_blocks +=
-        engine::KvBlockPool::blocks_for(int64_t(p.tokens.size()) + p.max_tokens, o.kv_block_size);
+        engine::KvBlockPool::blocks_for(int64_t(p.tokens.size()) + p.max_tokens, o.kv_block_size) + 1;
   cfg.kv.n_blocks = int32_t(std::max<int64_t>(n_blocks, 1));
   cfg.n_parallel = int32_t(std::min<size_t>(prepared->size(), 8));
   cfg.max_batch_tokens = std::max(512, cfg.n_parallel);

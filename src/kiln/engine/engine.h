@@ -31,6 +31,10 @@ struct EngineConfig {
   int32_t ctx_size = 4096;         // --ctx-size: prompt + generated tokens per request
   KvCacheConfig kv;                // type, block size, number of blocks
   bool prefix_cache = true;        // automatic prefix caching of full blocks
+  // `kiln bake`: a finished prompt's last, partial block is kept as a cached
+  // tail (prefix_cache.h) so export_prefix_blocks can bake it too. Serving
+  // leaves it off (every request would keep one more block).
+  bool cache_prompt_tails = false;
   // Tests only: replaces the prefix cache's block hash (parent key, block
   // token ids) -> key, e.g. with a constant to force collisions, which token
   // verification must catch. Empty: the real hash.

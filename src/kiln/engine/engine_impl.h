@@ -52,6 +52,7 @@ class EngineImpl final : public Engine {
   void emit_token(Sequence& s, std::span<const float> logits);
   void emit_chosen(Sequence& s, int32_t token);  // a greedy id the backend chose
   void emit_event(Sequence& s, int32_t token, TokenEvent ev);
+  void keep_prompt_tail(const Sequence& s);  // cfg_.cache_prompt_tails, at its finish
   void finish_embedding(Sequence& s);
   // Ends a sequence with an event (generation) or the group's callback
   // (embeddings); frees its blocks.

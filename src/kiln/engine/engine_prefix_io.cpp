@@ -35,13 +35,17 @@ Result<PrefixImportReport> EngineImpl::import_prefix_blocks(const PrefixBlocks& 
   PrefixImportReport rep;
   // Where each input block's chain stands once adopted (or found cached); a
   // block left out (usable false) leaves its children out too.
+  // A block of fewer tokens is a prompt's partial last block (a tail,
+  // prefix_cache.h): never a parent.
   std::vector<PrefixChain> chain_after(in.blocks.size());
   std::vector<bool> usable(in.blocks.size(), false);
+  std::vector<bool> is_tail(in.blocks.size(), false);
   std::vector<int32_t> one;
   for (size_t i = 0; i < in.blocks.size(); ++i) {
     const PrefixBlock& b = in.blocks[i];
-    if (b.parent >= int32_t(i) || int32_t(b.tokens.size()) != in.block_size ||
-        b.kv.size() != in.block_bytes)
+    is_tail[i] = int32_t(b.tokens.size()) < in.block_size;
+    if (b.parent >= int32_t(i) || b.tokens.empty() || int32_t(b.tokens.size()) > in.block_size ||
+        b.kv.size() != in.block_bytes || (b.parent >= 0 && is_tail[size_t(b.parent)]))
       return make_error(
           fmt::format("baked prefix block {} is malformed (parent {}, {} tokens, {} bytes)", i,
                       b.parent, b.tokens.size(), b.kv.size()));
@@ -58,6 +62,28 @@ Result<PrefixImportReport> EngineImpl::import_prefix_blocks(const PrefixBlocks& 
         continue;
       }
       chain = chain_after[size_t(b.parent)];
+    }
+    if (is_tail[i]) {
+      if (cache_->peek_tail(b.tokens, chain) >= 0) {
+        ++rep.duplicates;
+        continue;
+      }
+      one.clear();
+      if (!pool_.grow(one, cfg_.kv.block_size, cfg_.kv.block_size)) {
+        ++rep.skipped;
+        continue;
+      }
+      if (auto st = backend_.write_kv_block(one[0], b.kv); !st) {
+        pool_.release(one[0]);
+        return st.error();
+      }
+      if (!cache_->adopt_tail(b.tokens, one[0], chain)) {
+        pool_.release(one[0]);
+        ++rep.skipped;
+        continue;
+      }
+      ++rep.restored;
+      continue;
     }
     PrefixChain next = chain;
     if (cache_->follow(b.tokens, next)) {  // already cached (duplicate, or restored twice)
@@ -115,6 +141,22 @@ Result<PrefixBlocks> EngineImpl::export_prefix_blocks(
       order.push_back(chain[i]);
       out.blocks.push_back(std::move(b));
     }
+    // The prompt's partial last block, when this engine kept it
+    // (EngineConfig::cache_prompt_tails) and its whole chain is cached.
+    const size_t n_full = prompt.size() / bs;
+    if (chain.size() != n_full || prompt.size() % bs == 0) continue;
+    PrefixChain at;
+    for (size_t i = 0; i < n_full; ++i)
+      cache_->follow(std::span<const int32_t>(prompt).subspan(i * bs, bs), at);
+    const std::span<const int32_t> rest = std::span<const int32_t>(prompt).subspan(n_full * bs);
+    const int32_t tail = cache_->peek_tail(rest, at);
+    if (tail < 0 || index_of.count(tail)) continue;
+    PrefixBlock b;
+    b.parent = parent;
+    b.tokens.assign(rest.begin(), rest.end());
+    index_of.emplace(tail, int32_t(out.blocks.size()));
+    order.push_back(tail);
+    out.blocks.push_back(std::move(b));
   }
   out.storage.resize(out.blocks.size() * size_t(out.block_bytes));
   for (size_t i = 0; i < out.blocks.size(); ++i) {

@@ -49,8 +49,14 @@ void EngineImpl::step() {
     return;
   }
 
+  // Baked tails the newly admitted sequences start with (scheduler.h).
+  Status st = Status::success();
+  for (const TailCopy& c : sched_.tail_copies()) {
+    if (st.ok()) st = backend_.copy_kv_block(c.src, c.dst);
+    cache_->release(c.src);
+  }
   build_batch(plan);
-  Status st = backend_.forward(batch_);
+  if (st.ok()) st = backend_.forward(batch_);
   if (st.ok()) st = backend_.synchronize();
   if (!st.ok()) {
     // The sequences of this batch fail; their blocks (never registered in the
@@ -216,8 +222,33 @@ void EngineImpl::emit_event(Sequence& s, int32_t token, TokenEvent ev) {
     ev.finish = FinishReason::stop;
   else if (s.n_generated() >= s.max_tokens)
     ev.finish = FinishReason::length;
-  if (ev.finish != FinishReason::none) sched_.finish(s);
+  if (ev.finish != FinishReason::none) {
+    keep_prompt_tail(s);
+    sched_.finish(s);
+  }
   pending_events_.push_back({s.channel, std::move(ev)});
+}
+
+// The prompt's partial last block becomes a cached tail of its own block (a
+// copy: the sequence's block may also hold generated tokens and may be
+// cached as a full block). Best effort: no free block, no tail.
+void EngineImpl::keep_prompt_tail(const Sequence& s) {
+  const int32_t bs = cfg_.kv.block_size;
+  const int32_t n_full = s.n_prompt / bs, n_tail = s.n_prompt % bs;
+  if (!cache_ || !cfg_.cache_prompt_tails || n_tail == 0 || s.n_computed < s.n_prompt ||
+      int32_t(s.block_table.size()) <= n_full)
+    return;
+  const std::span<const int32_t> prompt(s.tokens.data(), size_t(s.n_prompt));
+  PrefixChain chain;  // where the prompt's full blocks end in the cache
+  for (int32_t i = 0; i < n_full; ++i)
+    if (!cache_->follow(prompt.subspan(size_t(i) * size_t(bs), size_t(bs)), chain)) return;
+  const auto tail = prompt.subspan(size_t(n_full) * size_t(bs));
+  if (cache_->peek_tail(tail, chain) >= 0) return;  // kept already
+  std::vector<int32_t> one;
+  if (!pool_.grow(one, bs, bs)) return;
+  if (!backend_.copy_kv_block(s.block_table[size_t(n_full)], one[0]).ok() ||
+      !cache_->adopt_tail(tail, one[0], chain))
+    pool_.release(one[0]);
 }
 
 void EngineImpl::finish_embedding(Sequence& s) {

@@ -14,7 +14,9 @@ struct PrefixBlock {
   // chain's first block (the key chain starts at kPrefixRootHash). Parents
   // come before their children, so one pass rebuilds every chain.
   int32_t parent = -1;
-  std::vector<int32_t> tokens;  // [block_size] token ids of this block
+  // [block_size] token ids of this block, or fewer for a tail (a warm
+  // prompt's partial last block; never a parent).
+  std::vector<int32_t> tokens;
   std::span<const uint8_t> kv;  // [block_bytes] K/V in the canonical format (backend.h)
 };
 

@@ -44,7 +44,8 @@ uint64_t PrefixCache::block_hash(uint64_t parent, std::span<const int32_t> token
 bool PrefixCache::verify(int32_t block, std::span<const int32_t> tokens,
                          uint64_t parent_serial) const {
   const Entry& e = entries_[size_t(block)];
-  if (e.serial == 0 || e.parent_serial != parent_serial) return false;
+  if (e.serial == 0 || e.parent_serial != parent_serial || e.n_tokens != int32_t(tokens.size()))
+    return false;
   const int32_t* stored = tokens_.data() + size_t(block) * size_t(block_size_);
   return std::equal(tokens.begin(), tokens.end(), stored);
 }
@@ -64,13 +65,8 @@ int32_t PrefixCache::match(std::span<const int32_t> tokens, int32_t max_blocks,
       ++collisions_;
       break;
     }
-    Entry& e = entries_[size_t(b)];
-    if (e.evictable) {
-      lru_remove(b);
-      e.evictable = false;
-      --n_evictable_;
-    }
-    pool_.retain(b);
+    take(b);
+    const Entry& e = entries_[size_t(b)];
     table.push_back(b);
     chain.hash = key;
     chain.serial = e.serial;
@@ -105,6 +101,7 @@ void PrefixCache::insert(std::span<const int32_t> tokens, std::span<const int32_
       e.hash = key;
       e.serial = next_serial_++;
       e.parent_serial = chain.serial;
+      e.n_tokens = bs;
       std::copy(blk.begin(), blk.end(), tokens_.begin() + ptrdiff_t(size_t(b) * size_t(bs)));
       by_hash_.emplace(key, b);
       pool_.retain(b);
@@ -124,22 +121,82 @@ bool PrefixCache::adopt(std::span<const int32_t> tokens, int32_t block, PrefixCh
     if (!verify(it->second, tokens, chain.serial)) ++collisions_;
     return false;
   }
-  Entry& e = entries_[size_t(block)];
-  KILN_ASSERT(e.serial == 0);
-  e.hash = key;
-  e.serial = next_serial_++;
-  e.parent_serial = chain.serial;
-  e.baked = true;
-  e.evictable = true;
-  std::copy(tokens.begin(), tokens.end(), tokens_.begin() + ptrdiff_t(size_t(block) * size_t(bs)));
-  by_hash_.emplace(key, block);
-  ++n_evictable_;
-  ++n_baked_;
-  lru_push_front(block);
+  const Entry& e = register_baked(block, key, tokens, chain.serial);
   chain.hash = key;
   chain.serial = e.serial;
   ++chain.n_blocks;
   return true;
+}
+
+PrefixCache::Entry& PrefixCache::register_baked(int32_t block, uint64_t key,
+                                                std::span<const int32_t> tokens,
+                                                uint64_t parent_serial) {
+  Entry& e = entries_[size_t(block)];
+  KILN_ASSERT(e.serial == 0);
+  e.hash = key;
+  e.serial = next_serial_++;
+  e.parent_serial = parent_serial;
+  e.n_tokens = int32_t(tokens.size());
+  e.baked = true;
+  e.evictable = true;
+  std::copy(tokens.begin(), tokens.end(),
+            tokens_.begin() + ptrdiff_t(size_t(block) * size_t(block_size_)));
+  by_hash_.emplace(key, block);
+  ++n_evictable_;
+  ++n_baked_;
+  lru_push_front(block);
+  return e;
+}
+
+void PrefixCache::take(int32_t block) {
+  Entry& e = entries_[size_t(block)];
+  if (e.evictable) {
+    lru_remove(block);
+    e.evictable = false;
+    --n_evictable_;
+  }
+  pool_.retain(block);
+}
+
+bool PrefixCache::adopt_tail(std::span<const int32_t> tokens, int32_t block,
+                             const PrefixChain& chain) {
+  KILN_ASSERT(!tokens.empty() && int32_t(tokens.size()) < block_size_ &&
+              pool_.ref_count(block) == 1);
+  const uint64_t key = hash_of(chain.hash, tokens);
+  const auto it = by_hash_.find(key);
+  if (it != by_hash_.end()) {
+    if (!verify(it->second, tokens, chain.serial)) ++collisions_;
+    return false;
+  }
+  register_baked(block, key, tokens, chain.serial);
+  return true;
+}
+
+PrefixCache::TailHit PrefixCache::match_tail(std::span<const int32_t> rest, int32_t max_tokens,
+                                             const PrefixChain& chain) {
+  // Tails are few (one per baked prompt) but their length is not known in
+  // advance: try each possible length, longest first (at most block_size-1
+  // short hashes, only for prompts that reach this point).
+  const int32_t most = std::min({max_tokens, block_size_ - 1, int32_t(rest.size())});
+  if (n_baked_ == 0) return {};
+  for (int32_t n = most; n >= 1; --n) {
+    const auto t = rest.first(size_t(n));
+    const auto it = by_hash_.find(hash_of(chain.hash, t));
+    if (it == by_hash_.end()) continue;
+    if (!verify(it->second, t, chain.serial)) {
+      ++collisions_;
+      continue;
+    }
+    take(it->second);
+    return {it->second, n};
+  }
+  return {};
+}
+
+int32_t PrefixCache::peek_tail(std::span<const int32_t> tokens, const PrefixChain& chain) const {
+  if (tokens.empty() || int32_t(tokens.size()) >= block_size_) return -1;
+  const auto it = by_hash_.find(hash_of(chain.hash, tokens));
+  return it != by_hash_.end() && verify(it->second, tokens, chain.serial) ? it->second : -1;
 }
 
 std::vector<int32_t> PrefixCache::peek(std::span<const int32_t> tokens) const {

@@ -13,6 +13,15 @@
 // least recently used evictable blocks are given back to the pool. Owned by
 // the engine thread; not thread-safe.
 //
+// Tails: the last, partial block of a baked warm prompt (fewer than
+// block_size tokens after a chain of full blocks) is cached too, keyed like a
+// block by its parent's key and its tokens (the hash covers the length, so a
+// tail never answers for a full block). A request that starts with the warm
+// prompt copies the tail's K/V into a block of its own (it then writes its
+// own tokens after the tail's), so its first step computes only what follows
+// the preamble instead of the preamble's last partial block as well. A tail
+// is never a parent: chains continue only through full blocks.
+//
 // Baked blocks (restored from a `kiln bake` artifact through adopt()) sit in
 // a second LRU list that is evicted only once the ordinary one is empty: they
 // survive normal cache pressure, yet the pool can still reclaim them when a
@@ -72,6 +81,21 @@ class PrefixCache {
   // reference, chain unchanged) when the key is already cached or collides.
   bool adopt(std::span<const int32_t> tokens, int32_t block, PrefixChain& chain);
 
+  // Registers a tail: `block` holds the K/V of `tokens` (1 .. block_size-1
+  // ids) right after `chain` (not advanced); otherwise as adopt().
+  bool adopt_tail(std::span<const int32_t> tokens, int32_t block, const PrefixChain& chain);
+  // The longest cached tail right after `chain` whose tokens start `rest`,
+  // at most max_tokens of them. Retains its block for the caller, who copies
+  // it and then calls release(block). {-1, 0} when there is none.
+  struct TailHit {
+    int32_t block = -1;
+    int32_t n_tokens = 0;
+  };
+  TailHit match_tail(std::span<const int32_t> rest, int32_t max_tokens, const PrefixChain& chain);
+  // The cached tail of exactly `tokens` after `chain`, without retaining it
+  // or touching the LRU order (export); -1 when there is none.
+  int32_t peek_tail(std::span<const int32_t> tokens, const PrefixChain& chain) const;
+
   // The cached blocks of the longest verified chain at the start of `tokens`
   // (full blocks only), without retaining them or touching the LRU order:
   // what `kiln bake` exports.
@@ -102,6 +126,7 @@ class PrefixCache {
     uint64_t hash = 0;
     uint64_t serial = 0;  // 0: this block is not cached
     uint64_t parent_serial = 0;
+    int32_t n_tokens = 0;  // block_size, or fewer for a tail
     int32_t lru_prev = -1, lru_next = -1;
     bool evictable = false;
     bool baked = false;  // adopted: lives in the second LRU list
@@ -110,6 +135,11 @@ class PrefixCache {
     return hash_fn_ ? hash_fn_(parent, tokens) : block_hash(parent, tokens);
   }
   bool verify(int32_t block, std::span<const int32_t> tokens, uint64_t parent_serial) const;
+  void take(int32_t block);  // a hit: out of the LRU (if evictable), one more reference
+  // Makes `block` a cached entry under `key` (baked, evictable, most recent
+  // of its list); the caller's pool reference becomes the cache's.
+  Entry& register_baked(int32_t block, uint64_t key, std::span<const int32_t> tokens,
+                        uint64_t parent_serial);
   void lru_push_back(int32_t block);
   void lru_push_front(int32_t block);
   void lru_remove(int32_t block);

@@ -109,24 +109,31 @@ bool Scheduler::admit_front() {
   Sequence* s = waiting_.front().get();
   const int32_t bs = cfg_.block_size;
   int32_t looked = 0, matched = 0;
+  PrefixCache::TailHit tail;
   if (cache_ && !s->is_embedding() && s->n_computed == 0) {
     // Keep at least the last token to compute: its logits give the next token.
     looked = (s->n_tokens() - 1) / bs;
     matched = cache_->match(s->tokens, looked, s->block_table, s->chain);
     s->n_computed = matched * bs;
+    // Then a baked prompt's partial last block, copied into our own block.
+    tail = cache_->match_tail(std::span<const int32_t>(s->tokens).subspan(size_t(s->n_computed)),
+                              s->n_tokens() - 1 - s->n_computed, s->chain);
+    s->n_computed += tail.n_tokens;
   }
   const int32_t n = fit(*s, std::min(s->n_remaining(), budget_));
   if (n < 1) {
+    if (tail.block >= 0) cache_->release(tail.block);
     reset_for_recompute(*s);  // hand the matched blocks back (evictable again)
     return false;
   }
   const bool ok = reserve(*s, int64_t(s->n_computed) + n);
   KILN_ASSERT(ok);
+  if (tail.block >= 0) copies_.push_back({tail.block, s->block_table[size_t(matched)]});
   counters_.prefix_lookups += uint64_t(looked);
   counters_.prefix_hits += uint64_t(matched);
   if (!s->admitted_once) {
     s->admitted_once = true;
-    s->n_cached_prompt = std::min(matched * bs, s->n_prompt);
+    s->n_cached_prompt = std::min(matched * bs + tail.n_tokens, s->n_prompt);
     counters_.prompt_tokens += uint64_t(s->n_prompt);
     counters_.prompt_tokens_cached += uint64_t(s->n_cached_prompt);
   }
@@ -140,6 +147,7 @@ bool Scheduler::admit_front() {
 
 const std::vector<ScheduledChunk>& Scheduler::schedule() {
   plan_.clear();
+  copies_.clear();
   budget_ = cfg_.max_batch_tokens;
   // 1. One token for each sequence with a single token left to run (the
   //    decode rows), oldest first: they go first so streams never stall

@@ -34,6 +34,14 @@ struct ScheduledChunk {
   bool decode = false;  // the newest generated token of a generating sequence
 };
 
+// A cached tail (prefix_cache.h) to copy into a newly admitted sequence's
+// block before the step runs: `src` is retained by the scheduler for it; the
+// engine copies the K/V, then hands `src` back with PrefixCache::release.
+struct TailCopy {
+  int32_t src = -1;
+  int32_t dst = -1;
+};
+
 // Totals since start, read by the engine into EngineStats.
 struct SchedulerCounters {
   uint64_t preemptions = 0;
@@ -54,6 +62,8 @@ class Scheduler {
   // most once, with KV blocks covering every scheduled position. Valid until
   // the next call. Empty only when there is nothing to run.
   const std::vector<ScheduledChunk>& schedule();
+  // The K/V copies the last schedule() needs done before its step runs.
+  const std::vector<TailCopy>& tail_copies() const { return copies_; }
 
   // Frees the KV blocks of a sequence that ended (finished, cancelled,
   // failed) and marks it finished; sweep() then drops it.
@@ -87,6 +97,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order: oldest first
   std::vector<ScheduledChunk> plan_;
+  std::vector<TailCopy> copies_;
   int32_t budget_ = 0;  // tokens left in the step being planned
   SchedulerCounters counters_;
 };

@@ -629,14 +629,15 @@ Status CudaBackend::copy_kv_block(int32_t src, int32_t dst) {
     return make_error(fmt::format("copy_kv_block({}, {}): block ids must be in [0, {})", src, dst, n));
   if (src == dst) return Status::success();
   KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
-  for (int64_t l = 0; l < s.model->hparams().n_layer; ++l) {
-    KILN_CUDA_TRY(cudaMemcpyAsync(s.kv.k_layer(l) + size_t(dst) * s.kv.k_block_stride,
-                                  s.kv.k_layer(l) + size_t(src) * s.kv.k_block_stride,
-                                  s.kv.k_block_stride, cudaMemcpyDeviceToDevice, s.stream));
-    KILN_CUDA_TRY(cudaMemcpyAsync(s.kv.v_layer(l) + size_t(dst) * s.kv.v_block_stride,
-                                  s.kv.v_layer(l) + size_t(src) * s.kv.v_block_stride,
-                                  s.kv.v_block_stride, cudaMemcpyDeviceToDevice, s.stream));
-  }
+  // Layers are layer_stride apart: one strided copy for K, one for V (the
+  // engine copies a baked tail this way before the step that continues it).
+  const size_t n_layer = size_t(s.model->hparams().n_layer);
+  KILN_CUDA_TRY(cudaMemcpy2DAsync(s.kv.k_layer(0) + size_t(dst) * s.kv.k_block_stride, s.kv.layer_stride,
+                                  s.kv.k_layer(0) + size_t(src) * s.kv.k_block_stride, s.kv.layer_stride,
+                                  s.kv.k_block_stride, n_layer, cudaMemcpyDeviceToDevice, s.stream));
+  KILN_CUDA_TRY(cudaMemcpy2DAsync(s.kv.v_layer(0) + size_t(dst) * s.kv.v_block_stride, s.kv.layer_stride,
+                                  s.kv.v_layer(0) + size_t(src) * s.kv.v_block_stride, s.kv.layer_stride,
+                                  s.kv.v_block_stride, n_layer, cudaMemcpyDeviceToDevice, s.stream));
   return Status::success();
 }
 
