@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <utility>
 
+#include "kiln/backend/cuda/cublas_dl.h"
 #include "kiln/backend/cuda/cuda_compat.h"
 #include "kiln/backend/cuda/cuda_impl.h"
 #include "kiln/backend/cuda/cuda_check.h"
@@ -79,7 +80,7 @@ CudaBackend::Impl::~Impl() {
   if (meta_host) cudaFreeHost(meta_host);
   if (logits_host) cudaFreeHost(logits_host);
   if (argmax_host) cudaFreeHost(argmax_host);
-  if (cublas) cublasDestroy(cublas);
+  if (cublas) blas::destroy(cublas);
   if (meta_done) cudaEventDestroy(meta_done);
   if (stream) cudaStreamDestroy(stream);
 }
@@ -105,20 +106,20 @@ static void warm_kernels(int dev) {
   cudaStream_t st = nullptr;
   void* buf = nullptr;
   constexpr int kDim = 256;  // same types and transposes as kernels/gemm.cu
-  if (cublasCreate(&h) == CUBLAS_STATUS_SUCCESS &&
+  if (blas::create(&h) == CUBLAS_STATUS_SUCCESS &&
       cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) == cudaSuccess &&
       cudaMallocAsync(&buf, size_t(kDim) * kDim * (2 + 2 + 4), st) == cudaSuccess) {
-    cublasSetStream(h, st);
+    blas::set_stream(h, st);
     const float alpha = 1.0f, beta = 0.0f;
     auto* m = static_cast<uint8_t*>(buf);
-    cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, m, CUDA_R_16F, kDim,
+    blas::gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, kDim, 16, kDim, &alpha, m, CUDA_R_16F, kDim,
                  m + size_t(kDim) * kDim * 2, CUDA_R_16F, kDim, &beta, m + size_t(kDim) * kDim * 4,
                  CUDA_R_32F, kDim, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     cudaFreeAsync(buf, st);
     cudaStreamSynchronize(st);
   }
   if (st) cudaStreamDestroy(st);
-  if (h) cublasDestroy(h);
+  if (h) blas::destroy(h);
   (void)cudaGetLastError();  // a failed warm-up call must not leave a sticky error
 }
 
@@ -173,9 +174,10 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
   KILN_CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   KILN_CUDA_TRY(cudaEventCreateWithFlags(&impl->meta_done, cudaEventDisableTiming));
   impl->cublas_init = std::async(std::launch::async, [p = impl.get()]() -> Status {
-    if (cudaSetDevice(p->opt.device) != cudaSuccess || cublasCreate(&p->cublas) != CUBLAS_STATUS_SUCCESS)
+    if (Status st = blas::open(); !st) return make_error("cuBLAS: " + st.message());
+    if (cudaSetDevice(p->opt.device) != cudaSuccess || blas::create(&p->cublas) != CUBLAS_STATUS_SUCCESS)
       return make_error("cuBLAS could not be initialized");
-    cublasSetStream(p->cublas, p->stream);
+    blas::set_stream(p->cublas, p->stream);
     return Status::success();
   });
   impl->gemm_warm = std::async(std::launch::async, warm_kernels, options.device);

@@ -2,6 +2,7 @@
 // chunks of rows that fit the workspace; each chunk is one cublasGemmEx
 // writing its slice of the output columns.
 #include "kiln/backend/cuda/common.cuh"
+#include "kiln/backend/cuda/cublas_dl.h"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
 #include "kiln/core/assert.h"
 
@@ -78,7 +79,7 @@ void linear_gemm(cublasHandle_t handle, const DeviceMatrix& w, const float* x, i
                  const GemmWorkspace& ws, cudaStream_t stream) {
   if (n_rows == 0) return;
   KILN_ASSERT(size_t(n_rows * w.n_in) <= ws.x16_elems);
-  check_cublas(cublasSetStream(handle, stream), "cublasSetStream");
+  check_cublas(blas::set_stream(handle, stream), "cublasSetStream");
   convert_f32_f16(x, ldx, n_rows, w.n_in, ws.x16, stream);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   // f16 weights stored as plain rows are used in place.
@@ -93,7 +94,7 @@ void linear_gemm(cublasHandle_t handle, const DeviceMatrix& w, const float* x, i
       a = ws.w16;
     }
     // Column-major view: C[m, n_rows] (ld ldy) = A^T[m, k] * B[k, n_rows], A = W rows.
-    check_cublas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n_rows), int(w.n_in),
+    check_cublas(blas::gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(m), int(n_rows), int(w.n_in),
                               &alpha, a, CUDA_R_16F, int(w.n_in), ws.x16, CUDA_R_16F,
                               int(w.n_in), &beta, y + r0, CUDA_R_32F, int(ldy),
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
