@@ -65,14 +65,20 @@ Result<artifact::WeightsBakeResult> bake(const std::string& src, const std::stri
   return artifact::bake_weights(o, pool);
 }
 
+// A 3,000-byte file (header 100 bytes) with its trailer: 6 body chunks of 512.
+Result<artifact::Integrity> write_checked_file(const std::string& p, uint8_t mul, uint8_t add) {
+  std::vector<uint8_t> bytes(3000);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * mul + add);
+  write_all(p, bytes);
+  ThreadPool pool(2);
+  return artifact::append_integrity_trailer(p, 100, pool, /*chunk_size=*/512);
+}
+
 TEST(ArtifactChecksum, TrailerVerifiesAndCatchesDamage) {
   TempDir d;
   const std::string p = d / "f.bin";
-  std::vector<uint8_t> bytes(3000);
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 31 + 7);
-  write_all(p, bytes);
   ThreadPool pool(2);
-  auto in = artifact::append_integrity_trailer(p, 100, pool, /*chunk_size=*/512);
+  auto in = write_checked_file(p, 31, 7);
   ASSERT_TRUE(in.ok()) << in.message();
   EXPECT_EQ(in->chunk_xxh3.size(), 6u);  // 2900 body bytes in chunks of 512
   const std::vector<uint8_t> good = read_all(p);
@@ -110,11 +116,7 @@ TEST(ArtifactChecksum, TrailerVerifiesAndCatchesDamage) {
 TEST(ArtifactEarlyVerify, ChecksChunksAndNamesTheCorruptOne) {
   TempDir d;
   const std::string p = d / "f.bin";
-  std::vector<uint8_t> bytes(3000);
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 13 + 1);
-  write_all(p, bytes);
-  ThreadPool pool(2);
-  auto in = artifact::append_integrity_trailer(p, 100, pool, /*chunk_size=*/512);
+  auto in = write_checked_file(p, 13, 1);
   ASSERT_TRUE(in.ok()) << in.message();
   const std::vector<uint8_t> good = read_all(p);
   auto wait = [](const artifact::EarlyVerifier& v) {

@@ -109,6 +109,18 @@ std::vector<int32_t> ids(int32_t first, int32_t n) {
   return v;
 }
 
+// Writes exported blocks to a warm.bin and opens it again (the artifact
+// round trip every restore goes through).
+Result<std::unique_ptr<artifact::WarmFile>> through_warm_file(const std::string& path, KvType kv,
+                                                              PrefixBlocks blocks) {
+  artifact::WarmData wd;
+  wd.fingerprint.kv_type = std::string(kv_type_name(kv));
+  wd.prefixes = std::move(blocks);
+  ThreadPool pool(1);
+  KILN_TRY(artifact::write_warm_file(path, wd, pool));
+  return artifact::WarmFile::open(path, pool);
+}
+
 EngineConfig config(KvType kv, int32_t block_size, int32_t n_blocks) {
   EngineConfig c;
   c.n_parallel = 2;
@@ -197,12 +209,7 @@ TEST(ArtifactEngine, RestoredPrefixHitsAndMatchesComputing) {
     EXPECT_EQ(exported->blocks[0].parent, -1);
     EXPECT_EQ(exported->blocks[2].parent, 1);
 
-    artifact::WarmData wd;
-    wd.fingerprint.kv_type = std::string(kv_type_name(kv));
-    wd.prefixes = std::move(*exported);
-    ThreadPool pool(1);
-    ASSERT_TRUE(artifact::write_warm_file(d / "warm.bin", wd, pool).ok());
-    auto wf = artifact::WarmFile::open(d / "warm.bin", pool);
+    auto wf = through_warm_file(d / "warm.bin", kv, std::move(*exported));
     ASSERT_TRUE(wf.ok()) << wf.message();
 
     // Engine B: the serve side, restored before start.
@@ -283,12 +290,7 @@ TEST(ArtifactEngine, BakedPromptTailIsReusedExactly) {
   EXPECT_EQ(exported->blocks[3].parent, 2);
   EXPECT_EQ(exported->blocks[3].tokens, std::vector<int32_t>(warm.begin() + 12, warm.end()));
 
-  artifact::WarmData wd;
-  wd.fingerprint.kv_type = "f16";
-  wd.prefixes = std::move(*exported);
-  ThreadPool pool(1);
-  ASSERT_TRUE(artifact::write_warm_file(d / "warm.bin", wd, pool).ok());
-  auto wf = artifact::WarmFile::open(d / "warm.bin", pool);
+  auto wf = through_warm_file(d / "warm.bin", KvType::f16, std::move(*exported));
   ASSERT_TRUE(wf.ok()) << wf.message();
 
   auto beb = cpu_backend(*lm.model);

@@ -148,6 +148,18 @@ int main(int argc, char** argv) {
       report(hash ? "pread+h2d+xxh3" : "pread+h2d", bytes, now() - t0);
     }
 
+  // Every chunk of `src` to the device, 8 streams, `reps` timed passes.
+  auto copy_from = [&](const uint8_t* src, const char* name, int reps) {
+    for (int rep = 0; rep < reps; ++rep) {
+      t0 = now();
+      parallel(n_chunks, [&](int t, size_t i) {
+        check(cudaMemcpyAsync(d + i * kChunk, src + i * kChunk, kChunk, cudaMemcpyHostToDevice, st[t]), "copy");
+      });
+      sync_all();
+      report(name, bytes, now() - t0);
+    }
+  };
+
   // Ordinary memory, as a loader could fill it before the context exists.
   t0 = now();
   auto* host = static_cast<uint8_t*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -161,28 +173,14 @@ int main(int argc, char** argv) {
   t0 = now();
   parallel(n_chunks, [&](int, size_t i) { pread_all(host + i * kChunk, i * kChunk); });
   report("pread-pageable2", bytes, now() - t0);
-  for (int rep = 0; rep < 2; ++rep) {
-    t0 = now();
-    parallel(n_chunks, [&](int t, size_t i) {
-      check(cudaMemcpyAsync(d + i * kChunk, host + i * kChunk, kChunk, cudaMemcpyHostToDevice, st[t]), "copy");
-    });
-    sync_all();
-    report("h2d-pageable", bytes, now() - t0);
-  }
+  copy_from(host, "h2d-pageable", 2);
   t0 = now();
   check(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice), "one copy");
   report("h2d-pageable-1", bytes, now() - t0);
   t0 = now();
   check(cudaHostRegister(host, bytes, cudaHostRegisterDefault), "cudaHostRegister");
   report("register", bytes, now() - t0);
-  for (int rep = 0; rep < 2; ++rep) {
-    t0 = now();
-    parallel(n_chunks, [&](int t, size_t i) {
-      check(cudaMemcpyAsync(d + i * kChunk, host + i * kChunk, kChunk, cudaMemcpyHostToDevice, st[t]), "copy");
-    });
-    sync_all();
-    report("h2d-registered", bytes, now() - t0);
-  }
+  copy_from(host, "h2d-registered", 2);
   t0 = now();
   check(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice), "one copy");
   report("h2d-registered-1", bytes, now() - t0);
@@ -203,12 +201,7 @@ int main(int argc, char** argv) {
     std::printf("[ probe ] register-file failed: %s\n", cudaGetErrorString(re));
   } else {
     report("register-file", bytes, now() - t0);
-    t0 = now();
-    parallel(n_chunks, [&](int t, size_t i) {
-      check(cudaMemcpyAsync(d + i * kChunk, map + i * kChunk, kChunk, cudaMemcpyHostToDevice, st[t]), "copy");
-    });
-    sync_all();
-    report("h2d-file-pages", bytes, now() - t0);
+    copy_from(map, "h2d-file-pages", 1);
     cudaHostUnregister(map);
   }
   munmap(map, bytes);
