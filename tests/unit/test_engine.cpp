@@ -533,6 +533,54 @@ TEST(PrefixCache, ChainsVerifiesAndEvictsLeastRecentlyUsed) {
   EXPECT_EQ(cache.n_cached(), 0);
 }
 
+// Tails (a baked prompt's partial last block): found only right after their
+// parent, longest first, never mistaken for a full block, held while a
+// sequence copies them and evictable like baked blocks.
+TEST(PrefixCache, TailsMatchAfterTheirParentAndEvict) {
+  KvBlockPool pool(6);
+  PrefixCache cache(pool, 4);
+  const std::vector<int32_t> head = {5, 6, 7, 8};
+  std::vector<int32_t> one;
+  ASSERT_TRUE(pool.grow(one, 4, 4));
+  PrefixChain root, after;
+  ASSERT_TRUE(cache.adopt(head, one[0], after));  // the full block, chain advanced
+  std::vector<int32_t> t1, t2;
+  ASSERT_TRUE(pool.grow(t1, 4, 4));
+  ASSERT_TRUE(pool.grow(t2, 4, 4));
+  const std::vector<int32_t> tail3 = {9, 10, 11}, tail1 = {9};
+  ASSERT_TRUE(cache.adopt_tail(tail3, t1[0], after));
+  ASSERT_TRUE(cache.adopt_tail(tail1, t2[0], after));
+  EXPECT_FALSE(cache.adopt_tail(tail3, t2[0], after));  // already cached (caller keeps its block)
+  EXPECT_EQ(cache.n_evictable(), 3);
+
+  // Longest first, at most max_tokens, only after the right parent.
+  const std::vector<int32_t> rest = {9, 10, 11, 12};
+  auto hit = cache.match_tail(rest, 3, after);
+  EXPECT_EQ(hit.block, t1[0]);
+  EXPECT_EQ(hit.n_tokens, 3);
+  EXPECT_EQ(pool.ref_count(t1[0]), 2);  // held for the copy
+  EXPECT_EQ(cache.n_evictable(), 2);
+  cache.release(hit.block);
+  EXPECT_EQ(cache.n_evictable(), 3);
+  EXPECT_EQ(cache.match_tail(rest, 2, after).n_tokens, 1);  // 3 does not fit: the 1-token tail
+  cache.release(t2[0]);
+  EXPECT_EQ(cache.match_tail(rest, 3, root).block, -1);     // not after the root
+  EXPECT_EQ(cache.match_tail(std::vector<int32_t>{9, 99}, 3, after).n_tokens, 1);
+  cache.release(t2[0]);
+  // A full block of the same leading tokens is not a tail and vice versa.
+  std::vector<int32_t> table;
+  PrefixChain c;
+  const std::vector<int32_t> prompt = {5, 6, 7, 8, 9, 10, 11, 12};
+  EXPECT_EQ(cache.match(prompt, 2, table, c), 1);
+  cache.release_all(table);
+  EXPECT_EQ(cache.peek_tail(tail3, after), t1[0]);
+  EXPECT_EQ(cache.peek_tail(std::vector<int32_t>{9, 10}, after), -1);
+
+  EXPECT_EQ(cache.evict(6), 3);
+  EXPECT_EQ(pool.n_free(), 6);
+  EXPECT_EQ(cache.match_tail(rest, 3, after).block, -1);
+}
+
 TEST(Engine, CancellationFreesBlocksWithinOneStep) {
   TestEngine e(config(1, 64, 4, 128, true));
   const EngineStats& st = e->stats();
