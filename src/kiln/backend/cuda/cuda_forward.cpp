@@ -178,7 +178,7 @@ Status CudaBackend::forward(const Batch& batch) {
   KILN_TRY(s.reserve_meta(m.size()));
   KILN_TRY(s.reserve_rows(n));
   KILN_TRY(s.reserve_logits(n_logits));
-  // The background cuBLAS warm-up (load_weights) must be over before a GEMM
+  // The background kernel and cuBLAS warm-up (started by create()) must be over before a GEMM
   // and before any graph capture: its handle set-up and teardown may
   // synchronize the device, which would invalidate a capture.
   if (s.gemm_warm.valid() && ((!s.use_matvec(n) && !s.all_mma(n)) || s.opt.use_graphs)) s.gemm_warm.wait();
