@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/temp_dir.h"
 #include "common/tiny_lm.h"
 #include "kiln/artifact/artifact.h"
 #include "kiln/artifact/checksum.h"
@@ -26,17 +27,9 @@ namespace {
 using namespace kiln;
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("kiln-test-artifact-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+// A fresh directory per test.
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("kiln-test-artifact") {}
 };
 
 std::vector<uint8_t> read_all(const std::string& p) {

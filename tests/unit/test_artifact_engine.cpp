@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "common/temp_dir.h"
 #include "common/tiny_lm.h"
 #include "kiln/artifact/warm_file.h"
 #include "kiln/artifact/weights_file.h"
@@ -28,17 +29,9 @@ using namespace kiln;
 using namespace kiln::engine;
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("kiln-test-artifact-engine-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+// A fresh directory per test.
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("kiln-test-artifact-engine") {}
 };
 
 std::unique_ptr<cpu::CpuBackend> cpu_backend(const model::Model& m) {

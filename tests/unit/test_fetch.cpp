@@ -17,6 +17,7 @@
 #include <set>
 #include <thread>
 
+#include "common/temp_dir.h"
 #include "common/fetch_test_server.h"
 #include "common/paths.h"
 #include "kiln/core/byte_size.h"
@@ -55,18 +56,9 @@ std::string slurp(const std::string& p) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-// A fresh directory per test under the build tree's temp space.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("kiln-fetch-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name = "out.bin") const { return (path / name).string(); }
+// A fresh directory per test.
+struct TempDir : kiln::test::TempDir {
+  TempDir() : kiln::test::TempDir("kiln-fetch-test") {}
 };
 
 // Quiet, quick options: small chunks so an 8 MiB blob spans many, and short

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/temp_dir.h"
 #include "common/fetch_test_server.h"
 #include "common/paths.h"
 #include "common/tiny_lm.h"
@@ -47,16 +48,9 @@ std::string sha256_hex(const std::string& data) {
   return fetch::to_hex(std::string(reinterpret_cast<char*>(out), n));
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("kiln-overlap-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
+// A fresh directory per test.
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("kiln-overlap-test") {}
 };
 
 fetch::FetchOptions quiet(const std::string& sha256) {
