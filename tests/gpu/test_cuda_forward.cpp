@@ -302,11 +302,9 @@ TEST_P(CudaTiny, MatchesCpuReference) {
   s.n_vocab = 96;
   s.head_dim = (c.qk_norm || c.kv == KvType::q8_0) ? 32 : 0;  // q8_0 K/V: head size % 32
   const auto tiny = kiln::test::make_tiny_model(s);
-  const auto bytes = tiny.bytes();
-  auto file = gguf::File::parse(bytes, "tiny.gguf");
-  ASSERT_TRUE(file.ok()) << file.message();
-  auto model = model::Model::from_file(std::move(file.value()));
-  ASSERT_TRUE(model.ok()) << model.message();
+  auto loaded = kiln::test::load_tiny_model(tiny);
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto* model = &loaded->model;
   std::vector<int32_t> tokens;
   for (int i = 0; i < 40; ++i) tokens.push_back(int32_t((i * 37 + 11) % s.n_vocab));
   const int32_t bs = 16, n_blocks = 4;
@@ -343,11 +341,9 @@ TEST(CudaForward, MixedBatchesAgreeWithSingleSequences) {
   s.n_head_kv = 2;
   s.n_vocab = 96;
   const auto tiny = kiln::test::make_tiny_model(s);
-  const auto bytes = tiny.bytes();
-  auto file = gguf::File::parse(bytes, "tiny.gguf");
-  ASSERT_TRUE(file.ok());
-  auto model = model::Model::from_file(std::move(file.value()));
-  ASSERT_TRUE(model.ok());
+  auto loaded = kiln::test::load_tiny_model(tiny);
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto* model = &loaded->model;
   std::vector<int32_t> a_tok, b_tok;
   for (int i = 0; i < 45; ++i) a_tok.push_back(int32_t((i * 13 + 5) % 96));
   for (int i = 0; i < 30; ++i) b_tok.push_back(int32_t((i * 29 + 3) % 96));

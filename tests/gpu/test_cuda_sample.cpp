@@ -288,11 +288,9 @@ TEST(CudaSample, BackendSamplesTheRowsItIsGiven) {
   s.n_head_kv = 2;
   s.n_vocab = 300;
   const auto tiny = kiln::test::make_tiny_model(s);
-  const auto bytes = tiny.bytes();
-  auto file = gguf::File::parse(bytes, "tiny.gguf");
-  ASSERT_TRUE(file.ok()) << file.message();
-  auto model = model::Model::from_file(std::move(file.value()));
-  ASSERT_TRUE(model.ok()) << model.message();
+  auto loaded = kiln::test::load_tiny_model(tiny);
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto* model = &loaded->model;
   auto be = cuda::CudaBackend::create(cuda::CudaOptions{});
   ASSERT_TRUE(be.ok()) << be.message();
   cuda::CudaBackend& gpu = **be;

@@ -521,11 +521,9 @@ class SyntheticModel : public ::testing::TestWithParam<SyntheticCase> {};
 
 TEST_P(SyntheticModel, ReferencePathMatchesFloat64Oracle) {
   const kiln::test::TinyModel tiny = kiln::test::make_tiny_model(GetParam().spec);
-  const auto bytes = tiny.bytes();
-  auto file = kiln::gguf::File::parse(bytes, "tiny.gguf");
-  ASSERT_TRUE(file.ok()) << file.message();
-  auto model = Model::from_file(std::move(file.value()));
-  ASSERT_TRUE(model.ok()) << model.message();
+  auto loaded = kiln::test::load_tiny_model(tiny);
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto* model = &loaded->model;
 
   std::vector<int32_t> tokens;
   for (int i = 0; i < 23; ++i) tokens.push_back(int32_t((i * 37 + 11) % tiny.spec.n_vocab));
@@ -575,11 +573,9 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(Forward, RejectsMalformedBatches) {
   const kiln::test::TinyModel tiny = kiln::test::make_tiny_model({});
-  const auto bytes = tiny.bytes();
-  auto file = kiln::gguf::File::parse(bytes, "tiny.gguf");
-  ASSERT_TRUE(file.ok());
-  auto model = Model::from_file(std::move(file.value()));
-  ASSERT_TRUE(model.ok()) << model.message();
+  auto loaded = kiln::test::load_tiny_model(tiny);
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto* model = &loaded->model;
   auto be = make_backend(**model, MatmulPath::fast, KvType::f16, 4, 3);
   const std::vector<int32_t> blocks = {2, 0};  // positions 0..7
   auto error_of = [&](auto build) {

@@ -6,12 +6,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "kiln/gguf/gguf.h"
+#include "kiln/model/model.h"
 #include "kiln/quant/quant.h"
 
 namespace kiln::test {
@@ -153,6 +155,23 @@ inline TinyModel make_tiny_model(const TinySpec& spec) {
     mat(p + "ffn_down.weight", spec.n_ff, e);
   }
   return m;
+}
+
+// A tiny model parsed and bound as a Model; `bytes` holds the GGUF image the
+// model reads, so the two travel together (moving keeps the buffer in place).
+struct LoadedTiny {
+  std::vector<uint8_t> bytes;
+  std::unique_ptr<model::Model> model;
+};
+inline Result<LoadedTiny> load_tiny_model(const TinyModel& tiny) {
+  LoadedTiny out;
+  out.bytes = tiny.bytes();
+  auto file = gguf::File::parse(out.bytes, "tiny.gguf");
+  if (!file) return file.error();
+  auto m = model::Model::from_file(std::move(file.value()));
+  if (!m) return m.error();
+  out.model = std::move(*m);
+  return out;
 }
 
 }  // namespace kiln::test
