@@ -17,6 +17,7 @@
 #include "common/tiny_model.h"
 #include "kiln/backend/cpu/cpu_backend.h"
 #include "kiln/engine/engine.h"
+#include "kiln/engine/prefix_blocks.h"
 #include "kiln/engine/prefix_cache.h"
 #include "kiln/engine/sampler.h"
 #include "kiln/gguf/gguf.h"
@@ -579,6 +580,24 @@ TEST(PrefixCache, TailsMatchAfterTheirParentAndEvict) {
   EXPECT_EQ(cache.evict(6), 3);
   EXPECT_EQ(pool.n_free(), 6);
   EXPECT_EQ(cache.match_tail(rest, 3, after).block, -1);
+}
+
+TEST(PrefixBlocks, LongestChainFollowsParentsToTheDeepestBlock) {
+  PrefixBlocks b;
+  b.block_size = 2;
+  EXPECT_TRUE(longest_prefix_chain(b).empty());
+  auto add = [&](int32_t parent, std::vector<int32_t> t) { b.blocks.push_back({parent, std::move(t), {}}); };
+  add(-1, {1, 2});     // 0: chain A
+  add(0, {3, 4});      // 1
+  add(-1, {7, 8});     // 2: chain B, longer once its tail counts
+  add(2, {9, 10});     // 3
+  add(1, {5});         // 4: A's tail, A = 5 tokens
+  add(3, {11, 12});    // 5
+  add(5, {13});        // 6: B's tail, B = 7 tokens
+  add(0, {30, 31});    // 7: a branch of A
+  EXPECT_EQ(longest_prefix_chain(b), (std::vector<int32_t>{7, 8, 9, 10, 11, 12, 13}));
+  b.blocks.resize(5);  // B without its last two blocks: 4 tokens, A is longest
+  EXPECT_EQ(longest_prefix_chain(b), (std::vector<int32_t>{1, 2, 3, 4, 5}));
 }
 
 TEST(Engine, CancellationFreesBlocksWithinOneStep) {

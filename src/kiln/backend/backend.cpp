@@ -135,6 +135,11 @@ Status Backend::sample_rows(std::span<const DeviceSampleRow> rows) {
                   name()));
 }
 
+Status Backend::write_kv_blocks(std::span<const KvBlockWrite> writes) {
+  for (const auto& w : writes) KILN_TRY(write_kv_block(w.block, w.kv));
+  return Status::success();
+}
+
 Status Backend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
   return make_error(fmt::format(
       "the {} backend cannot restore baked KV blocks yet; serve without the warm prefixes "

@@ -151,8 +151,9 @@ class Backend {
   // load_weights), so the first large batch does not pay for allocations
   // (GPU: a device synchronization, freed and reallocated buffers, captured
   // graphs dropped). Its memory shows in memory() as scratch. Optional.
-  virtual Status reserve_batch(int32_t max_rows) {
-    (void)max_rows;
+  // max_ctx: the longest context a step attends over (--ctx-size).
+  virtual Status reserve_batch(int32_t max_rows, int32_t max_ctx) {
+    (void)max_rows, (void)max_ctx;
     return Status::success();
   }
   virtual const KvCacheConfig& kv_config() const = 0;
@@ -227,6 +228,14 @@ class Backend {
   // engine refuses to restore or export baked prefixes on such a backend.
   virtual Status read_kv_block(int32_t block, std::span<uint8_t> out) const;
   virtual Status write_kv_block(int32_t block, std::span<const uint8_t> in);
+  // Many blocks at once (a restore of baked prefixes): what write_kv_block
+  // does for each, which the default does one by one. On an error some
+  // blocks may hold their new bytes and others not.
+  struct KvBlockWrite {
+    int32_t block = -1;
+    std::span<const uint8_t> kv;  // [one block] canonical format
+  };
+  virtual Status write_kv_blocks(std::span<const KvBlockWrite> writes);
 
   virtual MemoryReport memory() const = 0;
 };

@@ -35,7 +35,10 @@ void add_device_option(CLI::App* cmd, std::string& device) {
 }
 
 Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o) {
-  const std::string device = o.device.empty() ? default_device() : o.device;
+  // No --device: CUDA when a GPU answers. The first CUDA call starts the
+  // driver (0.1 s or more), which create() times as part of the start-up
+  // breakdown, so it is not asked beforehand.
+  const std::string device = o.device.empty() ? (cuda_built() ? "cuda" : "cpu") : o.device;
   if (device == "cpu") return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(o.cpu));
   if (device == "cuda") {
 #ifdef KILN_HAVE_CUDA
@@ -44,6 +47,8 @@ Result<std::unique_ptr<Backend>> make_backend(const DeviceOptions& o) {
     co.load_direct = o.load_direct;
     co.prepare_image_staging = o.expect_image;
     auto be = cuda::CudaBackend::create(co);
+    if (!be && o.device.empty() && cuda::device_count() == 0)  // no GPU here: the CPU backend
+      return std::unique_ptr<Backend>(std::make_unique<cpu::CpuBackend>(o.cpu));
     if (!be) return be.error();
     return std::unique_ptr<Backend>(std::move(be.value()));
 #else
@@ -68,7 +73,10 @@ std::optional<ImageLoadInfo> image_load_info(const Backend& be) {
 #ifdef KILN_HAVE_CUDA
   if (const auto* c = dynamic_cast<const cuda::CudaBackend*>(&be)) {
     const auto& r = c->load_report();
-    if (r.image) return ImageLoadInfo{r.upload_seconds, r.bytes, r.threads, r.setup_seconds, r.context_seconds};
+    if (r.image)
+      return ImageLoadInfo{r.upload_seconds, r.bytes,           r.threads,
+                           r.setup_seconds,  r.driver_seconds,  r.context_seconds,
+                           r.setup_seconds_after_context};
   }
 #else
   (void)be;

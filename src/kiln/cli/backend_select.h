@@ -42,7 +42,8 @@ struct ImageLoadInfo {
   uint64_t bytes = 0;
   int threads = 0;
   double setup_seconds = 0;  // of `seconds`: staging buffers allocated
-  double context_seconds = 0; // backend creation: driver start and GPU context
+  // backend creation: the driver's start, the GPU context, the rest
+  double driver_seconds = 0, context_seconds = 0, after_context_seconds = 0;
 };
 std::optional<ImageLoadInfo> image_load_info(const Backend& be);
 

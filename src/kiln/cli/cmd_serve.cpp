@@ -114,13 +114,10 @@ std::string read_text_file(const std::string& path, bool& ok) {
   return ss.str();
 }
 
-// Runs one short greedy request through the engine and waits for its end:
-// readiness promises that a request can be served, so the whole path
-// (scheduler, backend, sampler) must have run once.
-Status warm_up(engine::Engine& eng, const Tokenizer& tok) {
+// Runs one greedy request of two tokens through the engine and waits for its end.
+Status run_to_end(engine::Engine& eng, std::vector<int32_t> prompt) {
   engine::GenerationRequest req;
-  req.prompt = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
-  if (req.prompt.empty()) req.prompt.push_back(0);
+  req.prompt = std::move(prompt);
   req.sampling.temperature = 0.0f;
   req.max_tokens = 2;
   auto ch = std::make_shared<engine::ResultChannel>();
@@ -155,6 +152,24 @@ Status warm_up(engine::Engine& eng, const Tokenizer& tok) {
       return make_error("warm-up request did not finish within 5 minutes");
     }
   }
+}
+
+// Readiness promises that a request can be served at its steady-state
+// speed, so the whole path (scheduler, backend, sampler) must have run once:
+// a short prompt, then, when baked prefixes were restored, one on the
+// longest of them. A prefix hit has paths of its own: the baked tail block
+// copied, the tensor-core attention over thousands of cached positions, the
+// decode graphs of a deep context.
+Status warm_up(engine::Engine& eng, const Tokenizer& tok, const std::vector<int32_t>& baked) {
+  std::vector<int32_t> hello = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
+  if (hello.empty()) hello.push_back(0);
+  KILN_TRY(run_to_end(eng, hello));
+  if (baked.empty()) return Status::success();
+  std::vector<int32_t> hit = baked;
+  const auto more = tok.encode(" Hello", /*add_special=*/false, /*parse_special=*/false);
+  hit.insert(hit.end(), more.begin(), more.end());
+  if (hit.size() == baked.size()) hit.push_back(hello.back());
+  return run_to_end(eng, std::move(hit));
 }
 
 int run_serve(const ServeOptions& o) {
@@ -329,10 +344,11 @@ int run_serve(const ServeOptions& o) {
   if (auto li = image_load_info(*backend))
     fmt::print(stderr, "kiln serve: weight image {:.2f} GB streamed to the GPU in {:.3f} s "
                "({:.1f} GB/s, {} reader threads; {:.3f} s of it allocating staging buffers); "
-               "CUDA context {:.3f} s\n",
+               "CUDA driver start {:.3f} s, context {:.3f} s, device set-up {:.3f} s\n",
                double(li->bytes) / 1e9, li->seconds,
                double(li->bytes) / 1e9 / std::max(li->seconds, 1e-9), li->threads,
-               li->setup_seconds, li->context_seconds);
+               li->setup_seconds, li->driver_seconds, li->context_seconds,
+               li->after_context_seconds);
   // The embedding model (CPU encoder) loads beside the chat model. The same
   // instance is the semantic cache's TextEmbedder (cache/embedder.h).
   std::unique_ptr<embed::BertEmbedder> embedder;
@@ -355,7 +371,7 @@ int run_serve(const ServeOptions& o) {
   // ---- plan -----------------------------------------------------------------
   // The per-step buffers of the largest step, now: the first long prompt
   // does not pay for growing them, and the plan below counts them.
-  if (auto st = backend->reserve_batch(o.max_batch_tokens); !st) return fail(st.message());
+  if (auto st = backend->reserve_batch(o.max_batch_tokens, o.ctx_size); !st) return fail(st.message());
   const auto& hp = (*model)->hparams();
   const MemoryReport mem = backend->memory();
   server::MemoryPlanInput in;
@@ -416,8 +432,11 @@ int run_serve(const ServeOptions& o) {
   metrics.set_phase_seconds("engine", since(t_engine));
   timeline.mark("engine_ready");
   // Baked prefixes go in before the engine thread starts (and before ready).
-  if (auto st = restore_artifact_prefixes(*source, **eng, ecfg.prefix_cache, &timeline); !st)
+  std::vector<int32_t> baked_prefix;  // the warm-up's prefix-hit prompt
+  if (auto st = restore_artifact_prefixes(*source, **eng, ecfg.prefix_cache, &timeline, &baked_prefix); !st)
     return fail(st.message());
+  // A prompt past the context leaves nothing to warm up (the request would be refused).
+  if (int64_t(baked_prefix.size()) + 8 > int64_t(o.ctx_size)) baked_prefix.clear();
   (*eng)->start();
 
   server::ChatRenderer chat;
@@ -492,7 +511,7 @@ int run_serve(const ServeOptions& o) {
   // ---- warm-up, then ready --------------------------------------------------------
   router.set_phase(server::Phase::warming);
   const auto t_warm = Clock::now();
-  if (auto st = warm_up(**eng, *tok); !st) {
+  if (auto st = warm_up(**eng, *tok, baked_prefix); !st) {
     (*eng)->stop();
     return fail(st.message());
   }

@@ -116,7 +116,7 @@ Status check_artifact_settings(const ModelSource& src, const std::string& kv_typ
 }
 
 Status restore_artifact_prefixes(const ModelSource& src, engine::Engine& eng, bool prefix_cache_on,
-                                 StartupTimeline* timeline) {
+                                 StartupTimeline* timeline, std::vector<int32_t>* longest) {
   if (!src.artifact) return Status::success();
   const auto& blocks = src.artifact->warm->data().prefixes;
   if (blocks.blocks.empty()) {
@@ -136,6 +136,7 @@ Status restore_artifact_prefixes(const ModelSource& src, engine::Engine& eng, bo
              rep->skipped ? fmt::format("; {} left out: the KV pool is too small (--kv-memory)",
                                         rep->skipped)
                           : std::string());
+  if (longest && rep->skipped == 0) *longest = engine::longest_prefix_chain(blocks);
   return Status::success();
 }
 

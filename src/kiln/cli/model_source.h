@@ -6,9 +6,11 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kiln/artifact/artifact.h"
 #include "kiln/core/status.h"
+#include "kiln/engine/prefix_blocks.h"
 
 namespace kiln {
 class StartupTimeline;
@@ -58,8 +60,10 @@ Status check_artifact_settings(const ModelSource& src, const std::string& kv_typ
 
 // Restores the baked prefix blocks into the engine (which must not be
 // started yet) and marks "prefixes_restored". Without an artifact, or with
-// the prefix cache off, it only says so.
+// the prefix cache off, it only says so. When every block went in, *longest
+// (if given) receives the tokens of the longest restored chain, for the
+// warm-up to run a request on it.
 Status restore_artifact_prefixes(const ModelSource& src, engine::Engine& eng, bool prefix_cache_on,
-                                 StartupTimeline* timeline);
+                                 StartupTimeline* timeline, std::vector<int32_t>* longest = nullptr);
 
 }  // namespace kiln::cli

@@ -3,6 +3,8 @@
 // not running, so it may touch the pool, the cache and the backend directly.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <limits>
 #include <unordered_map>
 
 #include "kiln/engine/engine_impl.h"
@@ -41,6 +43,9 @@ Result<PrefixImportReport> EngineImpl::import_prefix_blocks(const PrefixBlocks& 
   std::vector<bool> usable(in.blocks.size(), false);
   std::vector<bool> is_tail(in.blocks.size(), false);
   std::vector<int32_t> one;
+  // The K/V bytes go to the device in one batch once every block has its
+  // place (the engine is idle: nothing reads a block before that).
+  std::vector<Backend::KvBlockWrite> writes;
   for (size_t i = 0; i < in.blocks.size(); ++i) {
     const PrefixBlock& b = in.blocks[i];
     is_tail[i] = int32_t(b.tokens.size()) < in.block_size;
@@ -73,15 +78,12 @@ Result<PrefixImportReport> EngineImpl::import_prefix_blocks(const PrefixBlocks& 
         ++rep.skipped;
         continue;
       }
-      if (auto st = backend_.write_kv_block(one[0], b.kv); !st) {
-        pool_.release(one[0]);
-        return st.error();
-      }
       if (!cache_->adopt_tail(b.tokens, one[0], chain)) {
         pool_.release(one[0]);
         ++rep.skipped;
         continue;
       }
+      writes.push_back({one[0], b.kv});
       ++rep.restored;
       continue;
     }
@@ -98,18 +100,22 @@ Result<PrefixImportReport> EngineImpl::import_prefix_blocks(const PrefixBlocks& 
       continue;
     }
     const int32_t blk = one[0];
-    if (auto st = backend_.write_kv_block(blk, b.kv); !st) {
-      pool_.release(blk);
-      return st.error();
-    }
     if (!cache_->adopt(b.tokens, blk, next)) {  // its key collides with another entry
       pool_.release(blk);
       ++rep.skipped;
       continue;
     }
+    writes.push_back({blk, b.kv});
     ++rep.restored;
     chain_after[i] = next;
     usable[i] = true;
+  }
+  if (auto st = backend_.write_kv_blocks(writes); !st) {
+    // Cached blocks whose bytes may not have arrived must not serve a hit:
+    // every unreferenced block goes back (nothing runs, so that is all).
+    cache_->evict(std::numeric_limits<int32_t>::max());
+    publish_stats();
+    return st.error();
   }
   publish_stats();
   return rep;
@@ -164,6 +170,29 @@ Result<PrefixBlocks> EngineImpl::export_prefix_blocks(
                            size_t(out.block_bytes));
     KILN_TRY(backend_.read_kv_block(order[i], dst));
     out.blocks[i].kv = dst;
+  }
+  return out;
+}
+
+std::vector<int32_t> longest_prefix_chain(const PrefixBlocks& blocks) {
+  const auto& b = blocks.blocks;
+  std::vector<size_t> len(b.size(), 0);  // tokens from the root through block i
+  size_t best = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    const int32_t p = b[i].parent;
+    len[i] = b[i].tokens.size() + (p >= 0 && size_t(p) < i ? len[size_t(p)] : 0);
+    if (len[i] > len[best]) best = i;
+  }
+  std::vector<int32_t> out;
+  if (b.empty()) return out;
+  out.resize(len[best]);
+  size_t end = out.size();
+  for (int64_t i = int64_t(best); i >= 0;) {
+    const auto& t = b[size_t(i)].tokens;
+    end -= t.size();
+    std::copy(t.begin(), t.end(), out.begin() + int64_t(end));
+    const int32_t p = b[size_t(i)].parent;
+    i = p >= 0 && p < i ? p : -1;
   }
   return out;
 }

@@ -37,4 +37,8 @@ struct PrefixImportReport {
   int32_t skipped = 0;
 };
 
+// The tokens of the longest chain of blocks: from the root to its deepest
+// block (a warm prompt's tail where it has one). Empty without blocks.
+std::vector<int32_t> longest_prefix_chain(const PrefixBlocks& blocks);
+
 }  // namespace kiln::engine

@@ -72,6 +72,8 @@ CudaBackend::Impl::~Impl() {
   if (cublas_init.valid()) cublas_init.wait();
   if (gemm_warm.valid()) gemm_warm.wait();
   if (stream) cudaStreamSynchronize(stream);
+  if (staging_release.valid()) staging_release.wait();
+  spare_staging.reset();
   for (int k = 0; k < 2; ++k) {
     if (kv_pinned[k]) cudaFreeHost(kv_pinned[k]);
     if (kv_copied[k]) cudaEventDestroy(kv_copied[k]);
@@ -145,8 +147,13 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
                          staging_bytes_needed(fo, options.load_threads), options.device,
                          created.get_future().share());
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  const int n = device_count();
+  using SteadyClock = std::chrono::steady_clock;
+  auto seconds_since = [](SteadyClock::time_point t) {
+    return std::chrono::duration<double>(SteadyClock::now() - t).count();
+  };
+  auto t0 = SteadyClock::now();
+  const int n = device_count();  // the driver starts here, unless a caller asked before
+  const double driver_seconds = seconds_since(t0);
   if (n == 0) return make_error("no CUDA device is available (no GPU or no driver); use --device cpu");
   if (options.device < 0 || options.device >= n)
     return make_error(fmt::format("CUDA device {} does not exist ({} found)", options.device, n));
@@ -165,8 +172,11 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     impl->opt.mma_max_rows = std::max(0, std::atoi(e));
   if (const char* e = std::getenv("KILN_MATVEC_MAX_ROWS"); e && *e)
     impl->opt.matvec_max_rows = std::clamp(std::atoi(e), 0, 8);
+  impl->driver_seconds = driver_seconds;
+  t0 = SteadyClock::now();
   KILN_CUDA_TRY(cudaSetDevice(options.device));  // creates the primary context
-  impl->context_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  impl->context_seconds = seconds_since(t0);
+  t0 = SteadyClock::now();
   cudaDeviceProp prop{};
   KILN_CUDA_TRY(cudaGetDeviceProperties(&prop, options.device));
   impl->name = prop.name;
@@ -181,6 +191,7 @@ Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaOptions& opti
     return Status::success();
   });
   impl->gemm_warm = std::async(std::launch::async, warm_kernels, options.device);
+  impl->after_context_seconds = seconds_since(t0);
   return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
 }
 
@@ -483,15 +494,17 @@ Status CudaBackend::load_weights(const model::Model& model) {
     if (file.arriving())  // each chunk waits for its bytes (read_path: the name may not exist yet)
       fo.wait_range = [&file](uint64_t off, uint64_t len) { return file.await(off, len); };
     auto st = upload_file_range(file.read_path(), file.data_offset(), n, slab.as<void>(), fo);
-    staged.reset();  // the host memory goes back as soon as the image is on the device
     if (!st) return st.error();
+    s.spare_staging = std::move(staged);  // for the baked KV blocks; released by the first forward
     up.host_base = file.bytes().data() + file.data_offset();
     up.host_end = file.bytes().data() + file.data_offset() + n;
     up.dev_base = slab.as<uint8_t>();
     s.weight_bytes += slab.bytes();
     s.weight_bufs.push_back(std::move(slab));
     s.load_report = {true, st->bytes, st->seconds, st->threads, st->setup_seconds};
+    s.load_report.driver_seconds = s.driver_seconds;
     s.load_report.context_seconds = s.context_seconds;
+    s.load_report.setup_seconds_after_context = s.after_context_seconds;
   }
 
   // Uploads go in the order their bytes lie in the file (each fills its own
@@ -670,45 +683,93 @@ Status CudaBackend::read_kv_block(int32_t block, std::span<uint8_t> out) const {
   return cuda_status(cudaStreamSynchronize(s.stream), "read_kv_block");
 }
 
+void CudaBackend::Impl::release_spare_staging() {
+  for (cudaEvent_t e : kv_copied)
+    if (e) cudaEventSynchronize(e);  // no DMA still reads it
+  // Unregistering and unmapping 256 MiB takes milliseconds: not on the
+  // first request's time.
+  staging_release = std::async(std::launch::async, [dev = opt.device, p = std::move(spare_staging)]() mutable {
+    cudaSetDevice(dev);
+    p.reset();
+  });
+}
+
 Status CudaBackend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
+  const KvBlockWrite one{block, in};
+  return write_kv_blocks({&one, 1});
+}
+
+// Blocks travel in batches: a batch is copied into pinned memory by several
+// threads (the bytes usually come from a mapped warm.bin), goes over in one
+// DMA to device staging, and each block is scattered into the pool by a
+// kernel. Two batches alternate, so the host copy of one overlaps the DMA of
+// the other. Right after start-up the image loader's pinned staging (256 MiB,
+// kept for this until the first forward) holds the batches; otherwise two
+// pinned buffers of one block each, allocated at the first write.
+Status CudaBackend::write_kv_blocks(std::span<const KvBlockWrite> writes) {
   Impl& s = *impl_;
-  KILN_TRY(check_kv_io(s, block, in.size()));
+  if (writes.empty()) return Status::success();
+  for (const auto& w : writes) KILN_TRY(check_kv_io(s, w.block, w.kv.size()));
   KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
-  const size_t n = in.size();
-  if (s.kv_pinned_bytes < n) {
-    KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
-    for (int k = 0; k < 2; ++k) {
-      if (s.kv_pinned[k]) cudaFreeHost(s.kv_pinned[k]);
-      s.kv_pinned[k] = nullptr;
-    }
-    s.kv_pinned_bytes = 0;
-    for (int k = 0; k < 2; ++k) {
-      KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&s.kv_pinned[k]), n));
-      if (!s.kv_copied[k]) KILN_CUDA_TRY(cudaEventCreateWithFlags(&s.kv_copied[k], cudaEventDisableTiming));
+  const size_t bb = writes[0].kv.size();  // every block has this size (check_kv_io)
+  for (int k = 0; k < 2; ++k)
+    if (!s.kv_copied[k]) {
+      KILN_CUDA_TRY(cudaEventCreateWithFlags(&s.kv_copied[k], cudaEventDisableTiming));
       KILN_CUDA_TRY(cudaEventRecord(s.kv_copied[k], s.stream));
     }
-    s.kv_pinned_bytes = n;
+  constexpr size_t kBatchBytes = size_t(32) << 20;  // one DMA; 2 x this of device staging
+  size_t per = 1;  // blocks per batch
+  uint8_t* host[2] = {nullptr, nullptr};
+  if (s.spare_staging && s.spare_staging->bytes() >= 2 * bb) {
+    per = std::min({writes.size(), std::max<size_t>(1, kBatchBytes / bb), s.spare_staging->bytes() / (2 * bb)});
+    host[0] = s.spare_staging->data();
+    host[1] = host[0] + per * bb;
+  } else {
+    if (s.kv_pinned_bytes < bb) {
+      KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+      for (int k = 0; k < 2; ++k) {
+        if (s.kv_pinned[k]) cudaFreeHost(s.kv_pinned[k]);
+        s.kv_pinned[k] = nullptr;
+      }
+      s.kv_pinned_bytes = 0;
+      for (int k = 0; k < 2; ++k)
+        KILN_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&s.kv_pinned[k]), bb));
+      s.kv_pinned_bytes = bb;
+    }
+    host[0] = s.kv_pinned[0], host[1] = s.kv_pinned[1];
   }
-  if (s.kv_stage.bytes() < 2 * n) {
+  if (s.kv_stage.bytes() < 2 * per * bb) {
     KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
-    if (!s.kv_stage.alloc(2 * n)) return make_error("out of GPU memory for KV block staging");
+    if (!s.kv_stage.alloc(2 * per * bb)) return make_error("out of GPU memory for KV block staging");
   }
-  // Buffer k is free once its previous copy left it; its staging half is
-  // reused in stream order, after the previous scatter from it.
-  const int k = s.kv_next;
-  s.kv_next ^= 1;
-  KILN_CUDA_TRY(cudaEventSynchronize(s.kv_copied[k]));
   if (!s.kv_copy_pool)
     s.kv_copy_pool = std::make_unique<ThreadPool>(std::clamp(int(std::thread::hardware_concurrency()), 1, 8));
   constexpr size_t kPiece = size_t(256) << 10;
-  s.kv_copy_pool->parallel_for(int64_t((n + kPiece - 1) / kPiece), [&](int64_t i, int) {
-    const size_t at = size_t(i) * kPiece;
-    std::memcpy(s.kv_pinned[k] + at, in.data() + at, std::min(kPiece, n - at));
-  });
-  uint8_t* stage = s.kv_stage.as<uint8_t>() + size_t(k) * n;
-  KILN_CUDA_TRY(cudaMemcpyAsync(stage, s.kv_pinned[k], n, cudaMemcpyHostToDevice, s.stream));
-  KILN_CUDA_TRY(cudaEventRecord(s.kv_copied[k], s.stream));
-  kv_block_scatter(s.kv, s.model->hparams().n_layer, block, stage, s.stream);
+  const size_t pieces_per_block = (bb + kPiece - 1) / kPiece;
+  const int n_layer = int(s.model->hparams().n_layer);
+  for (size_t i0 = 0; i0 < writes.size(); i0 += per) {
+    const size_t cnt = std::min(per, writes.size() - i0);
+    // Buffer k is free once its previous DMA left it; its staging half is
+    // reused in stream order, after the previous scatters from it.
+    const int k = s.kv_next;
+    s.kv_next ^= 1;
+    KILN_CUDA_TRY(cudaEventSynchronize(s.kv_copied[k]));
+    uint8_t* dst = host[k];
+    s.kv_copy_pool->parallel_for(int64_t(cnt * pieces_per_block), [&](int64_t p, int) {
+      const size_t j = size_t(p) / pieces_per_block, at = (size_t(p) % pieces_per_block) * kPiece;
+      std::memcpy(dst + j * bb + at, writes[i0 + j].kv.data() + at, std::min(kPiece, bb - at));
+    });
+    uint8_t* stage = s.kv_stage.as<uint8_t>() + size_t(k) * per * bb;
+    KILN_CUDA_TRY(cudaMemcpyAsync(stage, dst, cnt * bb, cudaMemcpyHostToDevice, s.stream));
+    KILN_CUDA_TRY(cudaEventRecord(s.kv_copied[k], s.stream));
+    for (size_t j = 0; j < cnt; ++j) kv_block_scatter(s.kv, n_layer, writes[i0 + j].block, stage + j * bb, s.stream);
+  }
+  if (per > 1) {
+    // A restore's staging (up to 64 MiB of device memory) is not kept
+    // beside the KV pool; freeing it waits for the scatters.
+    KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
+    s.kv_stage.reset();
+  }
   return Status::success();
 }
 
@@ -804,10 +865,35 @@ Status CudaBackend::Impl::ensure_w16() {
   return Status::success();
 }
 
-Status CudaBackend::reserve_batch(int32_t max_rows) {
+Status CudaBackend::reserve_batch(int32_t max_rows, int32_t max_ctx) {
   Impl& s = *impl_;
   if (!s.model) return make_error("reserve_batch before load_weights");
+  if (max_rows < 1 || max_ctx < 1) return make_error("reserve_batch: rows and context must be positive");
   KILN_TRY(s.reserve_rows(max_rows));
+  // Split-attention partials for the worst step: any row count over the
+  // longest context (decode graphs plan for its power-of-two bucket), per-row
+  // or tensor-core prefill attention with its fewest tiles (one sequence).
+  // Growing it later drops every captured graph: a first long prompt after
+  // start-up, e.g. one on a baked preamble, would pay for that.
+  {
+    const int32_t ctx = std::max(max_ctx, Impl::ctx_bucket(max_ctx));
+    AttentionArgs probe;
+    probe.n_head = int(s.model->hparams().n_head);
+    probe.n_head_kv = int(s.model->hparams().n_head_kv);
+    const int64_t per_tile = probe.n_head_kv > 0 && probe.n_head % probe.n_head_kv == 0 &&
+                                     probe.n_head / probe.n_head_kv <= 16
+                                 ? flash_rows_per_tile(probe)
+                                 : 1;
+    size_t want = 0;
+    for (int64_t n = 1; n <= max_rows; ++n) {
+      Impl::Step st;
+      st.n = st.n_logits = n;
+      st.max_ctx = st.max_ctx_logits = ctx;
+      st.n_tiles = s.opt.flash_attention && n >= s.opt.flash_min_rows ? (n + per_tile - 1) / per_tile : 0;
+      want = std::max(want, s.attention_work_floats(st));
+    }
+    KILN_TRY(s.grow_attention_work(want));
+  }
   // The tensor-core workspace for every row count up to max_rows, over each
   // distinct matrix shape (layers repeat theirs): 4-5 shapes x ~250 counts.
   std::vector<std::array<int64_t, 3>> seen;  // (type, n_in, n_out)

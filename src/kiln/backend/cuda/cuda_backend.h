@@ -76,7 +76,10 @@ struct CudaLoadReport {
   double upload_seconds = 0; // wall time of reading + copying
   int threads = 0;
   double setup_seconds = 0;  // of upload_seconds: allocating the pinned staging buffers
-  double context_seconds = 0;  // create(): driver start and primary context, for the breakdown
+  // create(), for the breakdown: the driver's start (the first CUDA call of
+  // the process), the primary context, then the device query, stream and
+  // helper threads.
+  double driver_seconds = 0, context_seconds = 0, setup_seconds_after_context = 0;
 };
 
 // Usable CUDA devices; 0 when there is no driver or no GPU (never fails).
@@ -95,7 +98,7 @@ class CudaBackend final : public Backend {
   // streaming (and fails on any mismatch) instead of trusting the file.
   void set_image_check(ImageChunkCheck check);
   Status init_kv_cache(const KvCacheConfig& cfg) override;
-  Status reserve_batch(int32_t max_rows) override;
+  Status reserve_batch(int32_t max_rows, int32_t max_ctx) override;
   const KvCacheConfig& kv_config() const override;
   Status forward(const Batch& batch) override;
   Status synchronize() override;
@@ -111,6 +114,7 @@ class CudaBackend final : public Backend {
   // block I/O is one copy per layer for K and one for V.
   Status read_kv_block(int32_t block, std::span<uint8_t> out) const override;
   Status write_kv_block(int32_t block, std::span<const uint8_t> in) override;
+  Status write_kv_blocks(std::span<const KvBlockWrite> writes) override;
   MemoryReport memory() const override;
 
   // Measured DRAM copy bandwidth would need a run; this is the datasheet-style

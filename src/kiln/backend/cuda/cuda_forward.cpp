@@ -110,6 +110,7 @@ Status CudaBackend::forward(const Batch& batch) {
   Impl& s = *impl_;
   if (!s.model) return make_error("forward: no model loaded");
   if (!s.kv.base) return make_error("forward: the KV cache is not initialized");
+  if (s.spare_staging) s.release_spare_staging();  // restores are over
   const model::HParams& hp = s.model->hparams();
   KILN_TRY(validate_batch(batch, hp, s.kv_cfg, s.validate_scratch));
   KILN_CUDA_TRY(cudaSetDevice(s.opt.device));
@@ -337,7 +338,7 @@ bool CudaBackend::Impl::all_mma(int64_t n_rows) const {
   return mma_everywhere && !use_matvec(n_rows) && n_rows <= opt.mma_max_rows;
 }
 
-Status CudaBackend::Impl::reserve_attention(const Step& st) {
+size_t CudaBackend::Impl::attention_work_floats(const Step& st) const {
   const model::HParams& hp = model->hparams();
   AttentionArgs a;
   a.n_head = int(hp.n_head);
@@ -348,20 +349,23 @@ Status CudaBackend::Impl::reserve_attention(const Step& st) {
   a.n_rows = st.n;
   a.max_ctx = st.max_ctx;
   size_t work = attention_workspace_floats(a, n_sms);
-  if (st.n_tiles > 0) {
-    a.kv.type = kv.type;
-    work = std::max(work, flash_workspace_floats(a, int(st.n_tiles), n_sms));
-  }
+  if (st.n_tiles > 0) work = std::max(work, flash_workspace_floats(a, int(st.n_tiles), n_sms));
   a.n_rows = st.n_logits;
   a.max_ctx = st.max_ctx_logits;
-  work = std::max(work, attention_workspace_floats(a, n_sms));
-  if (attn_work.bytes() < work * 4) {
-    KILN_CUDA_TRY(cudaStreamSynchronize(stream));
-    drop_graphs();
-    if (!attn_work.alloc(std::max(work * 4, size_t(1) << 20)))
-      return make_error("out of GPU memory for attention");
-  }
+  return std::max(work, attention_workspace_floats(a, n_sms));
+}
+
+Status CudaBackend::Impl::grow_attention_work(size_t floats) {
+  if (attn_work.bytes() >= floats * 4) return Status::success();
+  KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+  drop_graphs();
+  if (!attn_work.alloc(std::max(floats * 4, size_t(1) << 20)))
+    return make_error("out of GPU memory for attention");
   return Status::success();
+}
+
+Status CudaBackend::Impl::reserve_attention(const Step& st) {
+  return grow_attention_work(attention_work_floats(st));
 }
 
 void CudaBackend::Impl::drop_graphs() {

@@ -96,7 +96,13 @@ struct CudaBackend::Impl {
   // The image loader's pinned buffers, prepared from create() when
   // opt.prepare_image_staging (file_upload.h HostStaging); null if that failed.
   std::future<std::unique_ptr<HostStaging>> staging;
-  double context_seconds = 0;  // create(): driver start + primary context
+  // The same memory once the image is on the device: baked KV blocks restored
+  // right after the load stage through it (write_kv_blocks). Let go, on
+  // another thread, by the first forward.
+  std::unique_ptr<HostStaging> spare_staging;
+  std::future<void> staging_release;
+  void release_spare_staging();
+  double driver_seconds = 0, context_seconds = 0, after_context_seconds = 0;  // create()
   Status wait_cublas();
   cudaEvent_t meta_done = nullptr;  // the last meta upload has left the pinned buffer
 
@@ -184,6 +190,8 @@ struct CudaBackend::Impl {
   bool graph_eligible(const Step& st) const;
   bool all_mma(int64_t n_rows) const;  // every linear layer takes the tensor-core path
   Status reserve_attention(const Step& st);
+  size_t attention_work_floats(const Step& st) const;  // attn_work a step needs
+  Status grow_attention_work(size_t floats);            // drops graphs when it grows
   Status launch_graph(const Step& st);
   void drop_graphs();
   Status reserve_rows(int64_t n);
