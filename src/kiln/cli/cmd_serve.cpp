@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -156,20 +157,20 @@ Status run_to_end(engine::Engine& eng, std::vector<int32_t> prompt) {
 
 // Readiness promises that a request can be served at its steady-state
 // speed, so the whole path (scheduler, backend, sampler) must have run once:
-// a short prompt, then, when baked prefixes were restored, one on the
-// longest of them. A prefix hit has paths of its own: the baked tail block
-// copied, the tensor-core attention over thousands of cached positions, the
-// decode graphs of a deep context.
+// a prompt of a couple of tokens (the small-batch kernels, the decode
+// graphs), then one of kWideRows tokens more (the batched-prefill kernels:
+// a GPU takes its tensor-core path past 8 rows). When baked prefixes were
+// restored, that second prompt extends the longest of them instead: a prefix
+// hit has paths of its own (the baked tail block copied, attention over
+// thousands of cached positions, the decode graphs of a deep context).
 Status warm_up(engine::Engine& eng, const Tokenizer& tok, const std::vector<int32_t>& baked) {
+  constexpr size_t kWideRows = 16;
   std::vector<int32_t> hello = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
   if (hello.empty()) hello.push_back(0);
   KILN_TRY(run_to_end(eng, hello));
-  if (baked.empty()) return Status::success();
-  std::vector<int32_t> hit = baked;
-  const auto more = tok.encode(" Hello", /*add_special=*/false, /*parse_special=*/false);
-  hit.insert(hit.end(), more.begin(), more.end());
-  if (hit.size() == baked.size()) hit.push_back(hello.back());
-  return run_to_end(eng, std::move(hit));
+  std::vector<int32_t> wide = baked.empty() ? hello : baked;
+  wide.insert(wide.end(), kWideRows, hello.back());
+  return run_to_end(eng, std::move(wide));
 }
 
 int run_serve(const ServeOptions& o) {
@@ -427,6 +428,8 @@ int run_serve(const ServeOptions& o) {
   ecfg.kv.block_size = o.kv_block_size;
   ecfg.kv.n_blocks = plan->n_blocks;
   ecfg.prefix_cache = !o.no_prefix_cache;
+  if (const char* e = std::getenv("KILN_TRACE_STEPS"); e && *e && std::strcmp(e, "0") != 0)
+    ecfg.trace_steps = true;
   auto eng = engine::Engine::create(*backend, **model, *tok, ecfg);
   if (!eng) return fail(eng.message());
   metrics.set_phase_seconds("engine", since(t_engine));
@@ -436,7 +439,7 @@ int run_serve(const ServeOptions& o) {
   if (auto st = restore_artifact_prefixes(*source, **eng, ecfg.prefix_cache, &timeline, &baked_prefix); !st)
     return fail(st.message());
   // A prompt past the context leaves nothing to warm up (the request would be refused).
-  if (int64_t(baked_prefix.size()) + 8 > int64_t(o.ctx_size)) baked_prefix.clear();
+  if (int64_t(baked_prefix.size()) + 24 > int64_t(o.ctx_size)) baked_prefix.clear();
   (*eng)->start();
 
   server::ChatRenderer chat;

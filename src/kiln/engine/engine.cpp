@@ -141,6 +141,7 @@ Status EngineImpl::submit(GenerationRequest req, std::shared_ptr<ResultChannel> 
 
   auto s = std::make_unique<Sequence>();
   s->n_prompt = int32_t(req.prompt.size());
+  s->arrival = req.arrival;
   s->max_tokens = req.max_tokens;
   s->n_top_logprobs = req.n_top_logprobs;
   s->sampler.emplace(req.sampling, eog_ids_);

@@ -35,6 +35,9 @@ struct EngineConfig {
   // tail (prefix_cache.h) so export_prefix_blocks can bake it too. Serving
   // leaves it off (every request would keep one more block).
   bool cache_prompt_tails = false;
+  // One stderr line per step with where its time went (KILN_TRACE_STEPS=1
+  // in kiln serve): for finding what a request's latency is made of.
+  bool trace_steps = false;
   // Tests only: replaces the prefix cache's block hash (parent key, block
   // token ids) -> key, e.g. with a constant to force collisions, which token
   // verification must catch. Empty: the real hash.

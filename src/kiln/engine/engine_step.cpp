@@ -2,6 +2,8 @@
 // batch, run the backend, then per sequence: sample and stream a token,
 // finish on EOG / max_tokens, accumulate embeddings, register newly filled
 // KV blocks in the prefix cache; finally publish the counters /metrics reads.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -49,6 +51,7 @@ void EngineImpl::step() {
     return;
   }
 
+  const auto t_plan = std::chrono::steady_clock::now();
   // Baked tails the newly admitted sequences start with (scheduler.h).
   Status st = Status::success();
   for (const TailCopy& c : sched_.tail_copies()) {
@@ -56,8 +59,11 @@ void EngineImpl::step() {
     cache_->release(c.src);
   }
   build_batch(plan);
+  const auto t_built = std::chrono::steady_clock::now();
   if (st.ok()) st = backend_.forward(batch_);
+  const auto t_enqueued = std::chrono::steady_clock::now();
   if (st.ok()) st = backend_.synchronize();
+  const auto t_synced = std::chrono::steady_clock::now();
   if (!st.ok()) {
     // The sequences of this batch fail; their blocks (never registered in the
     // prefix cache: that happens only after a good step) go back to the pool.
@@ -94,6 +100,18 @@ void EngineImpl::step() {
           .count();
   stats_.step_time_us_total.fetch_add(uint64_t(us), std::memory_order_relaxed);
   deliver();
+  if (cfg_.trace_steps) {
+    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    double waited = 0;  // the longest a sequence in its first step waited since its arrival
+    for (const auto& c : plan)
+      if (!c.decode) waited = std::max(waited, ms(c.seq->arrival, t0));
+    fmt::print(stderr,
+               "kiln engine: step {} rows {} seqs {} | arrival->step {:.3f} intake+plan {:.3f} "
+               "copies+batch {:.3f} enqueue {:.3f} gpu wait {:.3f} outputs {:.3f} ms\n",
+               stats_.steps.load(std::memory_order_relaxed), n_rows, n_seqs, waited, ms(t0, t_plan),
+               ms(t_plan, t_built), ms(t_built, t_enqueued), ms(t_enqueued, t_synced),
+               ms(t_synced, std::chrono::steady_clock::now()));
+  }
 }
 
 // Cancelled requests (and the other inputs of a failed embedding group) end

@@ -36,6 +36,7 @@ struct EmbeddingGroup {
 
 struct Sequence {
   uint64_t id = 0;  // submission order
+  std::chrono::steady_clock::time_point arrival;  // the request's, at the edge (traces)
   // Tokens whose K/V the sequence needs: the prompt, then every generated
   // token. The last generated token has no K/V yet (it is fed next step).
   std::vector<int32_t> tokens;

@@ -295,6 +295,22 @@ void matvec_q8(const DeviceMatrix& w, const ActQ8& x, const RowScale& rs, int64_
   CUDA_CHECK_LAUNCH();
 }
 
+void matvec_prime(DType t) {
+  cudaFuncAttributes attr{};
+  auto rows = [&]<int B>() {
+    auto q8act = [&]<bool kQ4>() {
+      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 1>);
+      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 2>);
+      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 4>);
+    };
+    if (t == DType::Q4_0) q8act.template operator()<true>();
+    if (t == DType::Q8_0) q8act.template operator()<false>();
+    dispatch_weight_type(t, [&]<DType T>() { (void)cudaFuncGetAttributes(&attr, matvec_f32_kernel<T, B>); });
+  };
+  rows.template operator()<1>(), rows.template operator()<2>(), rows.template operator()<4>(), rows.template operator()<8>();
+  (void)cudaGetLastError();
+}
+
 void matvec_f32(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n_rows, float* y,
                 int64_t ldy, const float* bias, bool accumulate, cudaStream_t stream) {
   if (n_rows == 0) return;

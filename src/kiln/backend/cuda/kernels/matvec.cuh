@@ -33,4 +33,9 @@ void matvec_q8(const DeviceMatrix& w, const ActQ8& x, const RowScale& scale, int
 void matvec_f32(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n_rows, float* y,
                 int64_t ldy, const float* bias, bool accumulate, cudaStream_t stream);
 
+// Loads every instantiation of the 8-bit-activation kernel (1-8 rows) and
+// the float-activation kernels of type t, which CUDA would otherwise load
+// lazily at the first step of each shape (on a request's time).
+void matvec_prime(DType t);
+
 }  // namespace kiln::cuda

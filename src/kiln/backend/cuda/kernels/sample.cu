@@ -567,6 +567,13 @@ void sample_rows(const float* logits, int64_t n_vocab, const SampleRow* rows, in
   CUDA_CHECK_LAUNCH();
 }
 
+void sample_prime() {
+  cudaFuncAttributes attr{};
+  (void)cudaFuncGetAttributes(&attr, sample_kernel);
+  (void)cudaFuncGetAttributes(&attr, exp_kernel);
+  (void)cudaGetLastError();
+}
+
 void sample_exp_nonpos(const float* x, float* y, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   exp_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(x, y, n);

@@ -39,4 +39,8 @@ void sample_rows(const float* logits, int64_t n_vocab, const SampleRow* rows, in
 // bit for bit.
 void sample_exp_nonpos(const float* x, float* y, int64_t n, cudaStream_t stream);
 
+// Loads the sampling kernels now: CUDA loads a kernel lazily at its first
+// launch, which would otherwise fall on the first sampled request.
+void sample_prime();
+
 }  // namespace kiln::cuda
