@@ -305,7 +305,7 @@ net::awaitable<void> HttpServer::Impl::session(tcp::socket socket) {
     if (draining.load(std::memory_order_acquire)) {
       res = draining_response();
     } else {
-      HttpRequest req;
+      HttpRequest req;  // `received` is now
       req.method = std::string(msg.method_string());
       req.target = std::string(msg.target());
       for (const auto& f : msg)

@@ -4,6 +4,7 @@
 // that the connection polls as engine events arrive.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +22,9 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;  // names as received
   std::string body;
   std::string remote;  // peer address, for the request log
+  // When the whole request had been read: where a request's latency
+  // (TTFT, duration) starts.
+  std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
 
   // Case-insensitive header lookup; empty when absent.
   std::string_view header(std::string_view name) const;

@@ -291,6 +291,7 @@ HttpResponse Router::chat_completions(const HttpRequest& req) {
       chat_(ChatRenderInput{cr.messages, cr.tools, cr.add_generation_prompt, cr.template_vars});
   if (!text) return error_response(bad_field("messages", "chat template: " + text.message()));
   GenerationSpec spec;
+  spec.arrival = req.received;  // parsing, templating and tokenizing count in its latency
   spec.api = Api::chat;
   spec.id = new_id("chatcmpl-");
   spec.created = std::chrono::duration_cast<std::chrono::seconds>(
@@ -321,6 +322,7 @@ HttpResponse Router::completions(const HttpRequest& req) {
   CompletionRequest cr;
   if (auto e = parse_completion_request(body, limits_, cr)) return error_response(*e);
   GenerationSpec spec;
+  spec.arrival = req.received;  // parsing and tokenizing count in its latency
   spec.api = Api::completions;
   spec.id = new_id("cmpl-");
   spec.created = std::chrono::duration_cast<std::chrono::seconds>(

@@ -692,8 +692,8 @@ Status CudaBackend::read_kv_block(int32_t block, std::span<uint8_t> out) const {
 void CudaBackend::Impl::release_spare_staging() {
   for (cudaEvent_t e : kv_copied)
     if (e) cudaEventSynchronize(e);  // no DMA still reads it
-  // Unregistering and unmapping 256 MiB takes milliseconds: not on the
-  // first request's time.
+  // Unregistering and unmapping 256 MiB takes milliseconds: off the
+  // caller's thread (the first forward waits for it).
   staging_release = std::async(std::launch::async, [dev = opt.device, p = std::move(spare_staging)]() mutable {
     cudaSetDevice(dev);
     p.reset();
@@ -775,6 +775,7 @@ Status CudaBackend::write_kv_blocks(std::span<const KvBlockWrite> writes) {
     // beside the KV pool; freeing it waits for the scatters.
     KILN_CUDA_TRY(cudaStreamSynchronize(s.stream));
     s.kv_stage.reset();
+    if (s.spare_staging) s.release_spare_staging();  // while the engine starts
   }
   return Status::success();
 }

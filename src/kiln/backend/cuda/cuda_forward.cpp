@@ -110,7 +110,11 @@ Status CudaBackend::forward(const Batch& batch) {
   Impl& s = *impl_;
   if (!s.model) return make_error("forward: no model loaded");
   if (!s.kv.base) return make_error("forward: the KV cache is not initialized");
-  if (s.spare_staging) s.release_spare_staging();  // restores are over
+  // Restores are over: the loader's pinned staging goes (on another thread
+  // when a restore started that already), and is gone before this first
+  // step runs, so unpinning it never competes with serving.
+  if (s.spare_staging) s.release_spare_staging();
+  if (s.staging_release.valid()) s.staging_release.get();
   const model::HParams& hp = s.model->hparams();
   KILN_TRY(validate_batch(batch, hp, s.kv_cfg, s.validate_scratch));
   KILN_CUDA_TRY(cudaSetDevice(s.opt.device));

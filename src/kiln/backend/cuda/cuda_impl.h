@@ -97,8 +97,8 @@ struct CudaBackend::Impl {
   // opt.prepare_image_staging (file_upload.h HostStaging); null if that failed.
   std::future<std::unique_ptr<HostStaging>> staging;
   // The same memory once the image is on the device: baked KV blocks restored
-  // right after the load stage through it (write_kv_blocks). Let go, on
-  // another thread, by the first forward.
+  // right after the load go through it (write_kv_blocks). Let go on another
+  // thread once they did, or at the first forward, which waits for that.
   std::unique_ptr<HostStaging> spare_staging;
   std::future<void> staging_release;
   void release_spare_staging();
