@@ -233,6 +233,8 @@ int run_serve(const ServeOptions& o) {
     if (const char* k = std::getenv("KILN_API_KEY")) cfg.api_key = k;
   cfg.model_id =
       !o.model_name.empty() ? o.model_name : std::filesystem::path(o.model).stem().string();
+  if (const char* e = std::getenv("KILN_TRACE_STEPS"); e && *e && std::strcmp(e, "0") != 0)
+    cfg.trace_requests = true;
   std::vector<server::BenchPoint> bench;
   if (!o.bench_result.empty()) {
     auto b = server::read_bench_results(o.bench_result);

@@ -76,6 +76,12 @@ void EngineImpl::step() {
 
   bool has_decode = false, has_prefill = false;
   for (const auto& c : plan) (c.decode ? has_decode : has_prefill) = true;
+  // For the trace: the earliest arrival among the prefill rows (read now:
+  // sequences that finish in this step are gone after the sweep).
+  auto first_arrival = std::chrono::steady_clock::time_point::max();
+  if (cfg_.trace_steps)
+    for (const auto& c : plan)
+      if (!c.decode) first_arrival = std::min(first_arrival, c.seq->arrival);
   const int64_t n_seqs = int64_t(plan.size());
   const int64_t n_rows = batch_.n_tokens();
   step_prompt_computed_ = 0;
@@ -105,12 +111,8 @@ void EngineImpl::step() {
     // Prefill rows: the longest a sequence waited from its arrival at the
     // edge (request read) to this step, and to its tokens delivered.
     const auto t_end = std::chrono::steady_clock::now();
-    double waited = 0, served = 0;
-    for (const auto& c : plan)
-      if (!c.decode) {
-        waited = std::max(waited, ms(c.seq->arrival, t0));
-        served = std::max(served, ms(c.seq->arrival, t_end));
-      }
+    const bool any = has_prefill;
+    const double waited = any ? ms(first_arrival, t0) : 0.0, served = any ? ms(first_arrival, t_end) : 0.0;
     fmt::print(stderr,
                "kiln engine: step {} rows {} seqs {} | arrival->step {:.3f} intake+plan {:.3f} "
                "copies+batch {:.3f} enqueue {:.3f} gpu wait {:.3f} outputs {:.3f} | "

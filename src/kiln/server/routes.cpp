@@ -329,6 +329,7 @@ HttpResponse Router::completions(const HttpRequest& req) {
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
   spec.model = config_.model_id;
+  const auto t_parsed = std::chrono::steady_clock::now();
   Json logged = Json::array();
   for (auto& p : cr.prompts) {
     if (p.is_tokens) {
@@ -347,7 +348,17 @@ HttpResponse Router::completions(const HttpRequest& req) {
   spec.log_entry["prompt"] = logged.size() == 1 ? logged[0] : logged;
   spec.log_entry["params"] = params_for_log(spec.gen);
   spec.log_entry["user"] = spec.gen.user;
-  return generate(std::move(spec), std::move(permit), nullptr);
+  if (!config_.trace_requests) return generate(std::move(spec), std::move(permit), nullptr);
+  const auto t_tokenized = std::chrono::steady_clock::now();
+  const size_t n_tokens = spec.prompts.empty() ? 0 : spec.prompts[0].size();
+  HttpResponse r = generate(std::move(spec), std::move(permit), nullptr);
+  auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  fmt::print(stderr,
+             "kiln edge: /v1/completions body {} B, {} tokens | parse {:.3f} tokenize+log "
+             "{:.3f} cache+submit {:.3f} ms\n",
+             req.body.size(), n_tokens, ms(req.received, t_parsed), ms(t_parsed, t_tokenized),
+             ms(t_tokenized, std::chrono::steady_clock::now()));
+  return r;
 }
 
 HttpResponse Router::generate(GenerationSpec spec, Admission::Permit permit, const ChatView* chat) {

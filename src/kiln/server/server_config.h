@@ -25,6 +25,9 @@ struct ServerConfig {
   std::chrono::milliseconds drain_timeout{8000};  // --drain-timeout
   std::string api_key;                            // --api-key / KILN_API_KEY; empty: no auth
   std::string model_id = "kiln";                  // the name /v1/models lists and responses echo
+  // One stderr line per completion request with where its time went before
+  // the engine (KILN_TRACE_STEPS=1 in kiln serve, as the engine's step trace).
+  bool trace_requests = false;
 };
 
 }  // namespace kiln::server
