@@ -682,6 +682,35 @@ TEST_P(CudaAttention, MatchesCpu) {
       got.resize(ref.size());
       expect_close("attention", std::string(c.label) + " " + sub.what + " L" + std::to_string(layer),
                    compare(got, ref), kF32);
+      if (sub.rows.size() == n) {  // no row list: rows 0..n-1 in batch order
+        cuda::AttentionArgs na = ga;
+        na.rows = nullptr;
+        dout.poison();
+        cuda::attention(na, work.get(), n_sms, nullptr);
+        auto g2 = dout.download();
+        g2.resize(ref.size());
+        expect_close("attention", std::string(c.label) + " no row list L" + std::to_string(layer),
+                     compare(g2, ref), kF32);
+      }
+      // The output also as the 8-bit blocks of the output projection's
+      // input (two planes: grid and residual), compared dequantized.
+      {
+        const int64_t ld = hp.n_attn_out();
+        DevVec<int8_t> q1(sub.rows.size() * size_t(ld)), q2(sub.rows.size() * size_t(ld));
+        DevVec<float> ds(sub.rows.size() * size_t(ld / 32) * 4);
+        cuda::AttentionArgs qa = ga;
+        qa.outq = cuda::ActQ8{q1.get(), q2.get(), ds.get(), ld};
+        cuda::attention(qa, work.get(), n_sms, nullptr);
+        const auto h1 = q1.download(), h2 = q2.download();
+        const auto hd = ds.download();
+        std::vector<float> deq(ref.size());
+        for (size_t i = 0; i < deq.size(); ++i) {
+          const size_t blk = i / 32;
+          deq[i] = hd[4 * blk] * float(h1[i]) + hd[4 * blk + 2] * float(h2[i]);
+        }
+        expect_close("attention", std::string(c.label) + " " + sub.what + " 8-bit output L" + std::to_string(layer),
+                     compare(deq, ref), kRounded);
+      }
       // Tensor-core prefill kernel over every row (tiles of runs of one
       // sequence; the decode row of the other sequence is a tile of one),
       // Q and P rounded to f16: the f16 bound.

@@ -21,6 +21,7 @@
 #include "kiln/backend/weight_image.h"
 #include "kiln/gguf/gguf.h"
 #include "kiln/backend/cuda/kernels/attention.cuh"
+#include "kiln/backend/cuda/kernels/attention_decode.cuh"
 #include "kiln/backend/cuda/kernels/flash_attention.cuh"
 #include "kiln/backend/cuda/kernels/kv_blocks.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
@@ -106,6 +107,7 @@ static void warm_kernels(int dev) {
   mma_prime();
   flash_prime();
   for (KvType t : {KvType::f16, KvType::fp8, KvType::q8_0, KvType::f32}) attention_prime(t);
+  attention_decode_prime();
   for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K,
                   DType::Q6_K, DType::F16, DType::BF16, DType::F32})
     matvec_prime(t);

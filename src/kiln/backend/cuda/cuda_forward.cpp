@@ -280,7 +280,7 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     AttentionArgs a;
     a.q = qkv;
     a.ldq = n_qkv;
-    a.rows = last ? logit_rows_dev : s.iota.as<int32_t>();
+    a.rows = last ? logit_rows_dev : nullptr;  // nullptr: every row, in order
     a.n_rows = n_rows;
     a.max_ctx = last ? st.max_ctx_logits : st.max_ctx;
     a.out = s.attn.as<float>();

@@ -13,6 +13,7 @@
 
 #include "kiln/backend/cuda/common.cuh"
 #include "kiln/backend/cuda/kernels/attention.cuh"
+#include "kiln/backend/cuda/kernels/attention_decode.cuh"
 #include "kiln/backend/cuda/kernels/norm.cuh"
 #include "kiln/core/assert.h"
 
@@ -108,7 +109,7 @@ __global__ void __launch_bounds__(kThreads)
   const int ng = min(kMaxGroup, n_group - h0);      // heads in this block
   const int head0 = g * n_group + h0;               // global index of the first head
   const int hd_k = a.head_dim_k, hd_v = a.head_dim_v;
-  const int t = a.rows[i];
+  const int t = a.rows ? a.rows[i] : i;
   const int n_ctx = a.meta.pos[t] + 1;
   const int j0 = split * plan.chunk;
   const int j1 = min(n_ctx, j0 + plan.chunk);
@@ -328,6 +329,11 @@ void attention_merge_splits(const float* part, int n_splits, const AttentionArgs
 
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
   if (a.n_rows == 0) return 0;
+  if (attention_decode_supported(a)) {
+    const DecodePlan p = attention_decode_plan(a, n_sms);
+    if (p.n_splits == 1) return 0;
+    return size_t(a.n_rows) * size_t(a.n_head) * size_t(p.n_splits) * size_t(a.head_dim_v + 2);
+  }
   const Plan p = make_plan(a, n_sms);
   if (p.n_splits == 1) return 0;
   return size_t(a.n_rows) * size_t(a.n_head) * size_t(p.n_splits) * size_t(a.head_dim_v + 2);
@@ -335,6 +341,10 @@ size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
 
 void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stream) {
   if (a.n_rows == 0) return;
+  if (attention_decode_supported(a)) {  // the common f16 shapes: attention_decode.cu
+    attention_decode(a, attention_decode_plan(a, n_sms), work, stream);
+    return;
+  }
   KILN_ASSERT(a.head_dim_k % 8 == 0 && a.head_dim_v % 8 == 0 && a.head_dim_v <= 8 * kThreads &&
               a.n_head % a.n_head_kv == 0);
   const Plan plan = make_plan(a, n_sms);

@@ -11,7 +11,7 @@ namespace kiln::cuda {
 struct AttentionArgs {
   const float* q = nullptr;        // roped queries: batch row t at q + t * ldq, heads contiguous
   int64_t ldq = 0;
-  const int32_t* rows = nullptr;   // [n_rows] batch rows to compute
+  const int32_t* rows = nullptr;   // [n_rows] batch rows to compute; nullptr: rows 0..n_rows-1
   int64_t n_rows = 0;
   int32_t max_ctx = 0;             // max over those rows of pos + 1 (host-side)
   float* out = nullptr;            // [n_rows][n_head * head_dim_v]

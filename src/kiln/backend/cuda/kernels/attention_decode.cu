@@ -1,0 +1,269 @@
+// Row-wise attention over the paged f16 KV cache (see attention_decode.cuh).
+//
+// Block = (row, KV head, context split), kWarps warps. The per-thread kernel
+// of attention.cu spent ~15 us per layer on a decode step of an 8B model
+// (H100, contexts of 1-128): ~9 dependent memory round trips (row, position,
+// sequence, table offset, block ids, then K in four rounds and V), a
+// position per thread with 3 of 4 warps idle at short contexts, and a
+// second kernel merging 8 mostly empty splits. Here:
+//   - a warp takes kU positions at a time; lane l holds dims
+//     [kL * l, kL * l + kL) of each K and V row (kL = HD / 32), so a row is
+//     one coalesced read and all 2 kU loads of a lane are in flight at once;
+//   - every query head of the KV head's group uses each K/V row loaded;
+//   - scores are butterfly-summed across the warp (every lane gets them),
+//     softmax is online per head in registers, and the warps of the block
+//     merge through shared memory at the end;
+//   - a split covers up to 1024 positions, so decode contexts up to the
+//     graphs' 256 bucket need one split (no merge kernel) unless the batch
+//     is too small to fill the GPU; the output goes out as f32, f16 and the
+//     8-bit blocks of the output projection's input directly.
+#include "kiln/backend/cuda/kernels/attention_decode.cuh"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "kiln/backend/cuda/common.cuh"
+#include "kiln/core/assert.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kU = 8;                      // positions per warp per round
+constexpr int kRound = kWarps * kU;        // positions per block per round
+constexpr int kMaxChunk = 1024;            // positions per split at most
+
+// kL consecutive f16 values as raw bits.
+template <int kL>
+struct Half;
+template <>
+struct Half<2> {
+  uint32_t w;
+  __device__ __forceinline__ void load(const uint8_t* p) { w = *reinterpret_cast<const uint32_t*>(p); }
+  __device__ __forceinline__ float get(int e) const { return h2f(uint16_t(e == 0 ? w & 0xffff : w >> 16)); }
+};
+template <>
+struct Half<4> {
+  uint2 w;
+  __device__ __forceinline__ void load(const uint8_t* p) { w = *reinterpret_cast<const uint2*>(p); }
+  __device__ __forceinline__ float get(int e) const {
+    const uint32_t x = e < 2 ? w.x : w.y;
+    return h2f(uint16_t(e % 2 == 0 ? x & 0xffff : x >> 16));
+  }
+};
+
+template <int HD, int G>
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_decode_kernel(AttentionArgs a, int chunk, int n_splits, float* __restrict__ part) {
+  constexpr int kL = HD / 32;
+  __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
+  __shared__ float sm_acc[kWarps][G][HD];
+  pdl_trigger();
+  pdl_wait();
+  const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int t = a.rows ? a.rows[i] : i;
+  const int n_ctx = a.meta.pos[t] + 1;
+  const int* bt = a.meta.bt + a.meta.bt_off[a.meta.seq[t]];
+  const int j0 = split * chunk, j1 = min(n_ctx, j0 + chunk);
+  const int head0 = g * G;
+  auto part_ptr = [&](int h) {
+    return part + ((int64_t(i) * a.n_head + head0 + h) * n_splits + split) * (HD + 2);
+  };
+  if (j0 >= j1) {  // nothing of this row's context falls in this split
+    if (threadIdx.x < G) {
+      part_ptr(threadIdx.x)[HD] = -INFINITY;
+      part_ptr(threadIdx.x)[HD + 1] = 0.0f;
+    }
+    return;
+  }
+
+  // This lane's dims of each head's query, pre-scaled.
+  const float scale = rsqrtf(float(HD));
+  float q[G][kL];
+  const float* qp = a.q + int64_t(t) * a.ldq + int64_t(head0) * HD + kL * lane;
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int e = 0; e < kL; ++e) q[h][e] = qp[h * HD + e] * scale;
+
+  const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
+  const uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
+  const int bs = a.kv.block_size;
+  float m[G], l[G], acc[G][kL];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = -INFINITY, l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < kL; ++e) acc[h][e] = 0.0f;
+  }
+
+  for (int jb = j0 + warp * kU; jb < j1; jb += kRound) {
+    // Block ids of the round's positions: lane u fetches position jb + u's.
+    const int my_blk = lane < kU && jb + lane < j1 ? bt[(jb + lane) / bs] : 0;
+    Half<kL> kr[kU], vr[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int j = jb + u;
+      const int b = __shfl_sync(0xffffffffu, my_blk, u);
+      if (j < j1) {
+        kr[u].load(kbase + size_t(b) * a.kv.k_block_stride + size_t(j % bs) * a.kv.k_row);
+        vr[u].load(vbase + size_t(b) * a.kv.v_block_stride + size_t(j % bs) * a.kv.v_row);
+      } else {
+        kr[u] = {}, vr[u] = {};
+      }
+    }
+    float s[kU][G];
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float d = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kL; ++e) d += q[h][e] * kr[u].get(e);
+        s[u][h] = d;
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+#pragma unroll
+        for (int h = 0; h < G; ++h) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], o);
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float mx = m[h];
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+        if (jb + u < j1) mx = fmaxf(mx, s[u][h]);
+      const float alpha = m[h] == -INFINITY ? 0.0f : expf(m[h] - mx);
+      l[h] *= alpha;
+#pragma unroll
+      for (int e = 0; e < kL; ++e) acc[h][e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        if (jb + u >= j1) continue;
+        const float p = expf(s[u][h] - mx);
+        l[h] += p;
+#pragma unroll
+        for (int e = 0; e < kL; ++e) acc[h][e] += p * vr[u].get(e);
+      }
+      m[h] = mx;
+    }
+  }
+
+  // Merge the warps' (m, l, acc): a warp that had no position has m = -inf.
+  if (lane == 0)
+#pragma unroll
+    for (int h = 0; h < G; ++h) sm_m[warp][h] = m[h], sm_l[warp][h] = l[h];
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int e = 0; e < kL; ++e) sm_acc[warp][h][kL * lane + e] = acc[h][e];
+  __syncthreads();
+  // A warp covers 32 consecutive dims of one head (HD % 32 == 0): one 8-bit block.
+  for (int o = threadIdx.x; o < G * HD; o += kWarps * 32) {
+    const int h = o / HD, d = o % HD;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, sm_m[w][h]);
+    float ll = 0.0f, aa = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = sm_m[w][h];
+      if (mw == -INFINITY) continue;
+      const float f = expf(mw - mm);
+      ll += f * sm_l[w][h];
+      aa += f * sm_acc[w][h][d];
+    }
+    if (n_splits == 1) {
+      const float v = aa / ll;
+      const int64_t col = int64_t(head0 + h) * HD + d;
+      a.out[int64_t(i) * a.n_head * HD + col] = v;
+      if (a.out16) a.out16[int64_t(i) * a.n_head * HD + col] = f2h(v);
+      if (a.outq.q) quantize_block_warp(v, a.outq, i, col);
+    } else {
+      float* rec = part_ptr(h);
+      rec[d] = aa;
+      if (d == 0) rec[HD] = mm, rec[HD + 1] = ll;
+    }
+  }
+}
+
+template <class F>
+bool dispatch_decode(const AttentionArgs& a, F&& f) {
+  const int g = a.n_head / a.n_head_kv;
+  auto hd = [&]<int HD>() {
+    switch (g) {
+      case 1: f.template operator()<HD, 1>(); return true;
+      case 2: f.template operator()<HD, 2>(); return true;
+      case 4: f.template operator()<HD, 4>(); return true;
+      case 8: f.template operator()<HD, 8>(); return true;
+      default: return false;
+    }
+  };
+  if (a.head_dim_k == 64) return hd.template operator()<64>();
+  if (a.head_dim_k == 128) return hd.template operator()<128>();
+  return false;
+}
+
+// TEMPORARY A/B knob: fewest positions per split when a small batch is
+// spread over the context (64 or more; a multiple of 64).
+int min_chunk() {
+  static const int v = [] {
+    const char* e = std::getenv("KILN_DECODE_MIN_CHUNK");
+    const int x = e && *e ? std::atoi(e) : 64;
+    return std::max(kRound, (x + kRound - 1) / kRound * kRound);
+  }();
+  return v;
+}
+
+}  // namespace
+
+bool attention_decode_supported(const AttentionArgs& a) {
+  if (a.kv.type != KvType::f16 || a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0) return false;
+  if (a.head_dim_k != a.head_dim_v || (a.head_dim_k != 64 && a.head_dim_k != 128)) return false;
+  const int g = a.n_head / a.n_head_kv;
+  return g == 1 || g == 2 || g == 4 || g == 8;
+}
+
+DecodePlan attention_decode_plan(const AttentionArgs& a, int n_sms) {
+  DecodePlan p;
+  const int ctx = std::max(1, a.max_ctx);
+  const int64_t base = std::max<int64_t>(1, a.n_rows * a.n_head_kv);
+  const int most = (ctx + min_chunk() - 1) / min_chunk();  // splits of at least min_chunk positions
+  int splits = 1;
+  if (base < 2 * int64_t(n_sms)) splits = int(std::min<int64_t>((2 * int64_t(n_sms) + base - 1) / base, most));
+  splits = std::max(splits, (ctx + kMaxChunk - 1) / kMaxChunk);
+  const int per = (ctx + splits - 1) / splits;
+  p.chunk = (per + kRound - 1) / kRound * kRound;
+  p.n_splits = (ctx + p.chunk - 1) / p.chunk;
+  return p;
+}
+
+void attention_decode(const AttentionArgs& a, const DecodePlan& plan, float* work, cudaStream_t stream) {
+  if (a.n_rows == 0) return;
+  KILN_ASSERT(attention_decode_supported(a) && (plan.n_splits == 1 || work != nullptr));
+  const dim3 grid(unsigned(a.n_rows), unsigned(a.n_head_kv), unsigned(plan.n_splits));
+  const bool ok = dispatch_decode(a, [&]<int HD, int G>() {
+    CUDA_CHECK(compat::launch_pdl(attention_decode_kernel<HD, G>, grid, dim3(kWarps * 32), 0, stream, a,
+                                  plan.chunk, plan.n_splits, work));
+  });
+  KILN_ASSERT(ok);
+  CUDA_CHECK_LAUNCH();
+  if (plan.n_splits > 1) attention_merge_splits(work, plan.n_splits, a, stream);
+}
+
+void attention_decode_prime() {
+  cudaFuncAttributes attr{};
+  auto each = [&]<int HD>() {
+    (void)cudaFuncGetAttributes(&attr, attention_decode_kernel<HD, 1>);
+    (void)cudaFuncGetAttributes(&attr, attention_decode_kernel<HD, 2>);
+    (void)cudaFuncGetAttributes(&attr, attention_decode_kernel<HD, 4>);
+    (void)cudaFuncGetAttributes(&attr, attention_decode_kernel<HD, 8>);
+  };
+  each.template operator()<64>();
+  each.template operator()<128>();
+  (void)cudaGetLastError();
+}
+
+}  // namespace kiln::cuda
