@@ -798,16 +798,13 @@ Status CudaBackend::Impl::reserve_rows(int64_t n) {
             act.alloc(rows * size_t(hp.n_ff) * 4) && cs.alloc(rows * size_t(std::max<int64_t>(hp.n_rot, 2)) * 4) &&
             xq.alloc(rows * size_t(max_in)) && xq2.alloc(rows * size_t(max_in)) &&
             xds.alloc(rows * size_t(max_in / 32) * 16) && ssq.alloc(rows * size_t(max_in / 32) * 4) &&
-            x16.alloc(rows * size_t(max_in) * 2) && iota.alloc(rows * 4);
+            x16.alloc(rows * size_t(max_in) * 2);
   if (!ok) {
     cap = 0;
     return make_error(fmt::format("out of GPU memory for the activations of {} batch rows; use "
                                   "smaller batches",
                                   n));
   }
-  std::vector<int32_t> host(rows);
-  for (size_t i = 0; i < rows; ++i) host[i] = int32_t(i);
-  KILN_CUDA_TRY(cudaMemcpyAsync(iota.as<void>(), host.data(), rows * 4, cudaMemcpyHostToDevice, stream));
   cap = c;
   return Status::success();
 }
@@ -960,7 +957,7 @@ MemoryReport CudaBackend::memory() const {
   r.weight_bytes = s.weight_bytes;
   r.kv_bytes = s.kv_buf.bytes();
   for (const DeviceBuffer* b : {&s.x, &s.x2, &s.xn, &s.qkv, &s.attn, &s.gu, &s.act, &s.cs, &s.xq, &s.xq2,
-                                &s.xds, &s.ssq, &s.x16, &s.w16, &s.mma_part, &s.attn_work, &s.iota, &s.meta_dev, &s.logits_dev})
+                                &s.xds, &s.ssq, &s.x16, &s.w16, &s.mma_part, &s.attn_work, &s.meta_dev, &s.logits_dev})
     r.scratch_bytes += b->bytes();
   size_t free_b = 0, total_b = 0;
   cudaSetDevice(s.opt.device);

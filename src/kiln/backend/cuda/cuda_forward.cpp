@@ -8,8 +8,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cstdlib>
-#include <string>
 
 #include "kiln/backend/cuda/cuda_compat.h"
 #include "kiln/backend/cuda/cuda_impl.h"
@@ -218,16 +216,6 @@ Status CudaBackend::forward(const Batch& batch) {
   return s.launch_graph(step);
 }
 
-// TEMPORARY (timing A/B only, wrong results): KILN_DBG_SKIP names kernel
-// groups not launched: attn, rope, swiglu.
-static bool dbg_skip(const char* what) {
-  static const std::string v = [] {
-    const char* e = std::getenv("KILN_DBG_SKIP");
-    return std::string(e ? e : "");
-  }();
-  return v.find(what) != std::string::npos;
-}
-
 void CudaBackend::Impl::enqueue(const Step& st) {
   Impl& s = *this;
   const model::HParams& hp = model->hparams();
@@ -273,7 +261,7 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     r.kv = s.kv;
     r.layer = il;
     r.meta = meta;
-    if (!dbg_skip("rope")) rope_kv_store(r, s.stream);
+    rope_kv_store(r, s.stream);
 
     const int64_t n_rows = last ? n_logits : n;
     if (n_rows == 0) break;
@@ -296,8 +284,7 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     if (q8_wo) a.outq = s.act_q8();
     const bool f16_wo = all_mma_parts(s, L.wo, n_rows);
     if (f16_wo) a.out16 = s.x16.as<uint16_t>();
-    if (dbg_skip("attn")) {
-    } else if (!last && st.n_tiles > 0 && !a.outq.q)
+    if (!last && st.n_tiles > 0 && !a.outq.q)
       attention_flash(a, reinterpret_cast<const AttnTile*>(md + st.tiles_off), int(st.n_tiles),
                       s.attn_work.as<float>(), s.n_sms, s.stream);
     else
@@ -316,7 +303,7 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     s.linear(L.gate_up, fin, n_rows, gu, 2 * hp.n_ff, false);
     const bool q8_down = wants_q8(s, L.down, n_rows);
     const bool f16_down = all_mma_parts(s, L.down, n_rows);
-    if (!dbg_skip("swiglu")) swiglu(gu, 2 * hp.n_ff, n_rows, hp.n_ff, q8_down || f16_down ? nullptr : s.act.as<float>(),
+    swiglu(gu, 2 * hp.n_ff, n_rows, hp.n_ff, q8_down || f16_down ? nullptr : s.act.as<float>(),
            q8_down ? s.act_q8() : ActQ8{}, s.stream, f16_down ? s.x16.as<uint16_t>() : nullptr);
     Impl::Input din{s.act.as<float>(), hp.n_ff, q8_down};
     din.x16_ready = f16_down;

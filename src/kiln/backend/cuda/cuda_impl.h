@@ -154,7 +154,6 @@ struct CudaBackend::Impl {
   DeviceBuffer mma_part;   // split-K partial sums of the tensor-core path, grown as needed
   std::unordered_set<uint64_t> mma_shapes_ok;  // (rows << 32 | logit rows) mma_part covers
   DeviceBuffer attn_work;  // split-attention partials, grown as needed
-  DeviceBuffer iota;       // [cap] 0, 1, 2, ...
 
   // Per-step batch metadata: one pinned host buffer, one device copy.
   int32_t* meta_host = nullptr;

@@ -329,7 +329,7 @@ void attention_merge_splits(const float* part, int n_splits, const AttentionArgs
 
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
   if (a.n_rows == 0) return 0;
-  if (attention_decode_supported(a)) {
+  if (attention_decode_supported(a, n_sms)) {
     const DecodePlan p = attention_decode_plan(a, n_sms);
     if (p.n_splits == 1) return 0;
     return size_t(a.n_rows) * size_t(a.n_head) * size_t(p.n_splits) * size_t(a.head_dim_v + 2);
@@ -341,7 +341,7 @@ size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
 
 void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stream) {
   if (a.n_rows == 0) return;
-  if (attention_decode_supported(a)) {  // the common f16 shapes: attention_decode.cu
+  if (attention_decode_supported(a, n_sms)) {  // the common f16 shapes: attention_decode.cu
     attention_decode(a, attention_decode_plan(a, n_sms), work, stream);
     return;
   }

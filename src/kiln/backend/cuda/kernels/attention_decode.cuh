@@ -12,8 +12,9 @@
 
 namespace kiln::cuda {
 
-// f16 cache, K and V heads of 64 or 128, 1, 2, 4 or 8 query heads per KV head.
-bool attention_decode_supported(const AttentionArgs& a);
+// f16 cache, K and V heads of 64 or 128, 1, 2, 4 or 8 query heads per KV
+// head, and fewer (row, KV head) pairs than 2 per multiprocessor.
+bool attention_decode_supported(const AttentionArgs& a, int n_sms);
 
 struct DecodePlan {
   int n_splits = 1;  // context splits per (row, KV head); > 1: merged by attention_merge_splits
