@@ -9,10 +9,6 @@
 // sum_j (w_j - 8) a_j = dot(w, a) - 8 * sum(a), the dot done by dp4a on
 // nibbles masked into bytes, scaled by d_w * d_a; the two planes of ActQ8
 // (grid + residual) are summed.
-#include <algorithm>
-#include <cstdlib>
-#include <cstring>
-
 #include "kiln/backend/cuda/common.cuh"
 #include "kiln/backend/cuda/kernels/matvec.cuh"
 #include "kiln/core/assert.h"
@@ -63,7 +59,7 @@ __device__ __forceinline__ int dot32(const int (&w)[8], const int4& x0, const in
 // row and the group's partial sums meet in shared memory, added in a fixed
 // order. kR > 1 lets each activation block loaded (two planes + scales, 80
 // bytes, more than the 18 weight bytes it meets) serve kR rows.
-template <bool kQ4, int B, int kR, int kPreSteps>
+template <bool kQ4, int B, int kR>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     matvec_q8act_kernel(const uint8_t* __restrict__ qs, const uint16_t* __restrict__ sc, int n_in,
                         int n_out, int ks, ActQ8 x, RowScale rs, int n_rows, float* __restrict__ y,
@@ -179,30 +175,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       if (b0 + i * stride < b_end) compute(b0 + i * stride, st[i]);
   }
 #else
-  // The weights do not depend on the previous kernel: a lane's first kPre
-  // steps are read before waiting for it, so under programmatic dependent
-  // launch they stream in while the previous kernel (attention, a norm,
-  // SwiGLU) still runs. Small matrices (Q|K|V, the output projection) take
-  // only 2 steps per lane: all of their weights. Tall matrices (4 rows a
-  // warp) read 1: two would take 120 registers instead of 72.
-  constexpr int kPre = kR >= 4 && kPreSteps > 1 ? 1 : kPreSteps;
-  int b = lane + kWarp * kpart;
-  Step pre[kPre > 0 ? kPre : 1];
-  if constexpr (kPre > 0) {
-#pragma unroll
-    for (int p = 0; p < kPre; ++p)
-      if (b + p * stride < b_end) load(b + p * stride, pre[p]);
-  }
   pdl_wait();
   row_scales();
-  if constexpr (kPre > 0) {
-#pragma unroll
-    for (int p = 0; p < kPre; ++p)
-      if (b + p * stride < b_end) compute(b + p * stride, pre[p]);
-    b += kPre * stride;
-  }
 #pragma unroll 2
-  for (; b < b_end; b += stride) {
+  for (int b = lane + kWarp * kpart; b < b_end; b += stride) {
     Step st;
     load(b, st);
     compute(b, st);
@@ -270,17 +246,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   }
 }
 
-// Steps read before waiting for the previous kernel (see the kernel).
-constexpr int kPreload = 2;
-// TEMPORARY A/B switch: KILN_MATVEC_PRELOAD=0 turns the early reads off.
-bool preload_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("KILN_MATVEC_PRELOAD");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
-}
-
 template <class F>
 void dispatch_rows(int64_t n_rows, F&& f) {
   KILN_ASSERT(n_rows >= 1 && n_rows <= kMatvecMaxRows);
@@ -314,18 +279,14 @@ void matvec_q8(const DeviceMatrix& w, const ActQ8& x, const RowScale& rs, int64_
   const unsigned grid = ceil_div(w.n_out, rows_per_block);
   dispatch_rows(n_rows, [&]<int B>() {
     auto launch = [&]<int R>() {
-      auto go = [&]<int P>() {
-        if (w.type == DType::Q4_0)
-          CUDA_CHECK(compat::launch_pdl(matvec_q8act_kernel<true, B, R, P>, dim3(grid), dim3(kWarpsPerBlock * 32),
-                                        0, stream, w.data, w.scales, int(w.n_in), int(w.n_out), ks, x, rs,
-                                        int(n_rows), y, ldy, bias, accumulate));
-        else
-          CUDA_CHECK(compat::launch_pdl(matvec_q8act_kernel<false, B, R, P>, dim3(grid), dim3(kWarpsPerBlock * 32),
-                                        0, stream, w.data, w.scales, int(w.n_in), int(w.n_out), ks, x, rs,
-                                        int(n_rows), y, ldy, bias, accumulate));
-      };
-      if (preload_enabled()) go.template operator()<kPreload>();
-      else go.template operator()<0>();
+      if (w.type == DType::Q4_0)
+        CUDA_CHECK(compat::launch_pdl(matvec_q8act_kernel<true, B, R>, dim3(grid), dim3(kWarpsPerBlock * 32), 0,
+                                      stream, w.data, w.scales, int(w.n_in), int(w.n_out), ks, x, rs,
+                                      int(n_rows), y, ldy, bias, accumulate));
+      else
+        CUDA_CHECK(compat::launch_pdl(matvec_q8act_kernel<false, B, R>, dim3(grid), dim3(kWarpsPerBlock * 32), 0,
+                                      stream, w.data, w.scales, int(w.n_in), int(w.n_out), ks, x, rs,
+                                      int(n_rows), y, ldy, bias, accumulate));
     };
     if (rows_per_warp == 4) launch.template operator()<4>();
     else if (rows_per_warp == 2) launch.template operator()<2>();
@@ -338,12 +299,9 @@ void matvec_prime(DType t) {
   cudaFuncAttributes attr{};
   auto rows = [&]<int B>() {
     auto q8act = [&]<bool kQ4>() {
-      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 1, kPreload>);
-      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 2, kPreload>);
-      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 4, kPreload>);
-      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 1, 0>);
-      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 2, 0>);
-      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 4, 0>);
+      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 1>);
+      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 2>);
+      (void)cudaFuncGetAttributes(&attr, matvec_q8act_kernel<kQ4, B, 4>);
     };
     if (t == DType::Q4_0) q8act.template operator()<true>();
     if (t == DType::Q8_0) q8act.template operator()<false>();
