@@ -896,7 +896,9 @@ Status CudaBackend::reserve_batch(int32_t max_rows, int32_t max_ctx) {
       st.n = st.n_logits = n;
       st.max_ctx = st.max_ctx_logits = ctx;
       st.n_tiles = s.opt.flash_attention && n >= s.opt.flash_min_rows ? (n + per_tile - 1) / per_tile : 0;
-      want = std::max(want, s.attention_work_floats(st));
+      // The KV type is not known yet: f16 takes attention_decode.cu's plan
+      // for small batches, the other types attention.cu's.
+      for (KvType t : {KvType::f16, KvType::q8_0}) want = std::max(want, s.attention_work_floats(st, t));
     }
     KILN_TRY(s.grow_attention_work(want));
   }

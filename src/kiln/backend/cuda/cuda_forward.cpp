@@ -342,9 +342,10 @@ bool CudaBackend::Impl::all_mma(int64_t n_rows) const {
   return mma_everywhere && !use_matvec(n_rows) && n_rows <= opt.mma_max_rows;
 }
 
-size_t CudaBackend::Impl::attention_work_floats(const Step& st) const {
+size_t CudaBackend::Impl::attention_work_floats(const Step& st, KvType type) const {
   const model::HParams& hp = model->hparams();
   AttentionArgs a;
+  a.kv.type = type;  // the kernel, so the split plan, depends on it
   a.n_head = int(hp.n_head);
   a.n_head_kv = int(hp.n_head_kv);
   a.head_dim_k = int(hp.head_dim_k);
@@ -369,7 +370,7 @@ Status CudaBackend::Impl::grow_attention_work(size_t floats) {
 }
 
 Status CudaBackend::Impl::reserve_attention(const Step& st) {
-  return grow_attention_work(attention_work_floats(st));
+  return grow_attention_work(attention_work_floats(st, kv.type));
 }
 
 void CudaBackend::Impl::drop_graphs() {

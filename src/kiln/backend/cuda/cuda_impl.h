@@ -189,7 +189,7 @@ struct CudaBackend::Impl {
   bool graph_eligible(const Step& st) const;
   bool all_mma(int64_t n_rows) const;  // every linear layer takes the tensor-core path
   Status reserve_attention(const Step& st);
-  size_t attention_work_floats(const Step& st) const;  // attn_work a step needs
+  size_t attention_work_floats(const Step& st, KvType type) const;  // attn_work a step needs
   Status grow_attention_work(size_t floats);            // drops graphs when it grows
   Status launch_graph(const Step& st);
   void drop_graphs();
