@@ -102,6 +102,9 @@ class Bake(unittest.TestCase):
                 st, baked = s.post("/v1/completions", req)
                 self.assertEqual(st, 200, baked)
                 self.assertGreater(baked["usage"]["prompt_tokens_details"]["cached_tokens"], 16)
+                # The warm prompts' texts were learned: a prompt that starts
+                # with one reuses their tokens (and must count the same).
+                self.assertRegex(s.output(), r"[1-9]\d* baked prompt texts tokenized ahead")
                 s.terminate()
         finally:
             kiln_server.MODEL = MODEL
@@ -111,6 +114,7 @@ class Bake(unittest.TestCase):
             self.assertEqual(plain["usage"]["prompt_tokens_details"]["cached_tokens"], 0)
             s.terminate()
         self.assertEqual(baked["choices"][0]["text"], plain["choices"][0]["text"])
+        self.assertEqual(baked["usage"]["prompt_tokens"], plain["usage"]["prompt_tokens"])
 
     def test_recorded_outputs_seed_the_exact_cache(self):
         rec = [o for o in warm_json(self.a)["outputs"]

@@ -596,6 +596,9 @@ TEST(PrefixBlocks, LongestChainFollowsParentsToTheDeepestBlock) {
   add(5, {13});        // 6: B's tail, B = 7 tokens
   add(0, {30, 31});    // 7: a branch of A
   EXPECT_EQ(longest_prefix_chain(b), (std::vector<int32_t>{7, 8, 9, 10, 11, 12, 13}));
+  // Every chain, one per block that is nobody's parent, in block order.
+  const std::vector<std::vector<int32_t>> chains = {{1, 2, 3, 4, 5}, {7, 8, 9, 10, 11, 12, 13}, {1, 2, 30, 31}};
+  EXPECT_EQ(prefix_chains(b), chains);
   b.blocks.resize(5);  // B without its last two blocks: 4 tokens, A is longest
   EXPECT_EQ(longest_prefix_chain(b), (std::vector<int32_t>{1, 2, 3, 4, 5}));
 }

@@ -13,6 +13,7 @@
 
 #include "common/paths.h"
 #include "kiln/gguf/gguf.h"
+#include "kiln/tokenizer/known_prefixes.h"
 #include "kiln/tokenizer/tokenizer.h"
 #include "kiln/tokenizer/vocab.h"
 
@@ -452,3 +453,53 @@ TEST(Tokenizer, LargeVocabularyLoads) {
 }
 
 }  // namespace
+
+// Known-prefix tokenization gives exactly Tokenizer::encode for every prompt
+// that starts with a known text, whatever follows: conformance-file texts
+// and hand-made edge cases glued after two preambles (a plain one, and a
+// chat-rendered one with control tokens), on both byte-level vocabularies.
+TEST(KnownPrefixes, ReuseGivesExactlyTheFullTokenization) {
+  const std::string plain = [] {
+    std::string s;
+    for (int i = 0; i < 40; ++i) s += "Rule " + std::to_string(i) + ": keep the answers short, the logs clean.  ";
+    return s + "\n";
+  }();
+  for (const std::string name : {"llama-bpe", "qwen2"}) {
+    const Tokenizer& tok = vocab(name);
+    const std::string chat = (name == "qwen2" ? "<|im_start|>system\n" : "<|start_header_id|>system<|end_header_id|>\n\n") +
+                             plain + (name == "qwen2" ? "<|im_end|>\n" : "<|eot_id|>");
+    kiln::KnownPrefixes kp(tok);
+    ASSERT_TRUE(kp.add(plain, /*add_special=*/true, /*parse_special=*/true)) << name;
+    ASSERT_TRUE(kp.add(chat, /*add_special=*/false, /*parse_special=*/true)) << name;
+    EXPECT_EQ(kp.size(), 2u);
+    std::vector<std::string> tails = {"", " ", "\n", "   \n\t x", "Question: what is the first word?", "123456789",
+                                      "'re", "\xF0\x9F\x98\x80 emoji", "<|im_start|>user\nhi<|im_end|>",
+                                      "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi"};
+    for (const auto& c : read_cases(name)) tails.push_back(c.text);
+    int reused = 0;
+    for (const auto& t : tails) {
+      for (const auto& [pre, bos] : {std::pair<const std::string&, bool>{plain, true}, {chat, false}}) {
+        const std::string text = pre + t;
+        EXPECT_EQ(kp.encode(text, bos, true), tok.encode(text, bos, true)) << name << ": " << t;
+        ++reused;
+      }
+    }
+    EXPECT_GT(reused, 20);
+    // Texts that do not start with a known one, and other flag combinations,
+    // take the plain path (and still agree).
+    for (const std::string text : {std::string("Rule 0: keep"), plain.substr(1) + "x", plain + "x"}) {
+      EXPECT_EQ(kp.encode(text, true, true), tok.encode(text, true, true));
+      EXPECT_EQ(kp.encode(text, false, false), tok.encode(text, false, false));
+    }
+  }
+}
+
+TEST(KnownPrefixes, OnlyByteLevelBpeAndLongTexts) {
+  const std::string long_text(400, 'a');
+  kiln::KnownPrefixes spm(vocab("llama-spm"));
+  EXPECT_FALSE(spm.add(long_text, true, true));  // SentencePiece merges across words
+  kiln::KnownPrefixes bpe(vocab("llama-bpe"));
+  EXPECT_FALSE(bpe.add("short", true, true));
+  EXPECT_EQ(bpe.size(), 0u);
+  EXPECT_GE(bpe.margin(), 32u);
+}

@@ -258,6 +258,7 @@ int run_serve(const ServeOptions& o) {
     if (!l) return fail(l.message());
     request_log = std::move(*l);
   }
+  std::unique_ptr<KnownPrefixes> known_prefixes;  // before the router: it points here
   server::Router router(cfg, metrics, admission, request_log.get());
   server::HttpServer http(
       cfg, [&router](const server::HttpRequest& r) { return router.handle(r); },
@@ -344,6 +345,12 @@ int run_serve(const ServeOptions& o) {
       return fail(st.message());
   auto tok = tok_future.get();
   if (!tok) return fail(tok.message());
+  // The baked prompts' texts and tokens, for prompts that start with one
+  // (known_prefixes.h), learned while the engine starts and warms up.
+  std::future<std::unique_ptr<KnownPrefixes>> known_future;
+  if (source->artifact && source->artifact->warm && !source->artifact->warm->data().prefixes.blocks.empty())
+    known_future = std::async(std::launch::async, learn_baked_prompts, std::cref(*tok),
+                              std::cref(source->artifact->warm->data().prefixes));
   if (auto li = image_load_info(*backend))
     fmt::print(stderr, "kiln serve: weight image {:.2f} GB streamed to the GPU in {:.3f} s "
                "({:.1f} GB/s, {} reader threads; {:.3f} s of it allocating staging buffers); "
@@ -525,6 +532,12 @@ int run_serve(const ServeOptions& o) {
       (*eng)->stop();
       return fail("embedding model warm-up failed: " + r.message());
     }
+  }
+  if (known_future.valid()) known_prefixes = known_future.get();
+  if (known_prefixes) {
+    router.attach_known_prefixes(known_prefixes.get());
+    fmt::print(stderr, "kiln serve: {} baked prompt texts tokenized ahead (a prompt starting with one "
+               "reuses their tokens)\n", known_prefixes->size());
   }
   metrics.set_phase_seconds("warmup", since(t_warm));
   timeline.mark("warmup");

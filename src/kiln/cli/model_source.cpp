@@ -140,4 +140,17 @@ Status restore_artifact_prefixes(const ModelSource& src, engine::Engine& eng, bo
   return Status::success();
 }
 
+std::unique_ptr<KnownPrefixes> learn_baked_prompts(const Tokenizer& tok, const engine::PrefixBlocks& blocks) {
+  auto kp = std::make_unique<KnownPrefixes>(tok);
+  for (const auto& chain : engine::prefix_chains(blocks)) {
+    if (chain.empty()) continue;
+    const std::span<const int32_t> ids(chain);
+    if (tok.add_bos() && chain[0] == tok.bos_id())  // a completions prompt: the tokenizer adds BOS
+      kp->add(tok.decode(ids.subspan(1)), /*add_special=*/true, /*parse_special=*/true);
+    kp->add(tok.decode(ids), /*add_special=*/false, /*parse_special=*/true);  // a rendered chat
+  }
+  if (kp->size() == 0) return nullptr;
+  return kp;
+}
+
 }  // namespace kiln::cli

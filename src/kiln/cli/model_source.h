@@ -11,6 +11,7 @@
 #include "kiln/artifact/artifact.h"
 #include "kiln/core/status.h"
 #include "kiln/engine/prefix_blocks.h"
+#include "kiln/tokenizer/known_prefixes.h"
 
 namespace kiln {
 class StartupTimeline;
@@ -65,5 +66,11 @@ Status check_artifact_settings(const ModelSource& src, const std::string& kv_typ
 // warm-up to run a request on it.
 Status restore_artifact_prefixes(const ModelSource& src, engine::Engine& eng, bool prefix_cache_on,
                                  StartupTimeline* timeline, std::vector<int32_t>* longest = nullptr);
+
+// The texts of the baked prompts (each chain of blocks, decoded), learned for
+// completions (BOS added by the tokenizer) and chat (the template writes
+// it) requests. Null when none could be learned (e.g. a SentencePiece
+// vocabulary).
+std::unique_ptr<KnownPrefixes> learn_baked_prompts(const Tokenizer& tok, const engine::PrefixBlocks& blocks);
 
 }  // namespace kiln::cli

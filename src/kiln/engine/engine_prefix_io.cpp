@@ -174,27 +174,33 @@ Result<PrefixBlocks> EngineImpl::export_prefix_blocks(
   return out;
 }
 
-std::vector<int32_t> longest_prefix_chain(const PrefixBlocks& blocks) {
+std::vector<std::vector<int32_t>> prefix_chains(const PrefixBlocks& blocks) {
   const auto& b = blocks.blocks;
-  std::vector<size_t> len(b.size(), 0);  // tokens from the root through block i
-  size_t best = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    const int32_t p = b[i].parent;
-    len[i] = b[i].tokens.size() + (p >= 0 && size_t(p) < i ? len[size_t(p)] : 0);
-    if (len[i] > len[best]) best = i;
-  }
-  std::vector<int32_t> out;
-  if (b.empty()) return out;
-  out.resize(len[best]);
-  size_t end = out.size();
-  for (int64_t i = int64_t(best); i >= 0;) {
-    const auto& t = b[size_t(i)].tokens;
-    end -= t.size();
-    std::copy(t.begin(), t.end(), out.begin() + int64_t(end));
-    const int32_t p = b[size_t(i)].parent;
-    i = p >= 0 && p < i ? p : -1;
+  std::vector<bool> parent(b.size(), false);
+  for (const auto& x : b)
+    if (x.parent >= 0 && size_t(x.parent) < b.size()) parent[size_t(x.parent)] = true;
+  std::vector<std::vector<int32_t>> out;
+  for (size_t leaf = 0; leaf < b.size(); ++leaf) {
+    if (parent[leaf]) continue;
+    std::vector<size_t> path;  // leaf back to the root (parents precede children)
+    for (int64_t i = int64_t(leaf); i >= 0;) {
+      path.push_back(size_t(i));
+      const int32_t p = b[size_t(i)].parent;
+      i = p >= 0 && p < i ? p : -1;
+    }
+    std::vector<int32_t> tokens;
+    for (auto it = path.rbegin(); it != path.rend(); ++it)
+      tokens.insert(tokens.end(), b[*it].tokens.begin(), b[*it].tokens.end());
+    out.push_back(std::move(tokens));
   }
   return out;
+}
+
+std::vector<int32_t> longest_prefix_chain(const PrefixBlocks& blocks) {
+  std::vector<int32_t> best;
+  for (auto& c : prefix_chains(blocks))
+    if (c.size() > best.size()) best = std::move(c);
+  return best;
 }
 
 }  // namespace kiln::engine

@@ -37,8 +37,10 @@ struct PrefixImportReport {
   int32_t skipped = 0;
 };
 
-// The tokens of the longest chain of blocks: from the root to its deepest
-// block (a warm prompt's tail where it has one). Empty without blocks.
+// The tokens of every chain of blocks, from the root to each block that is
+// no block's parent (a warm prompt's tail where it has one), in block order.
+std::vector<std::vector<int32_t>> prefix_chains(const PrefixBlocks& blocks);
+// The longest of them; empty without blocks.
 std::vector<int32_t> longest_prefix_chain(const PrefixBlocks& blocks);
 
 }  // namespace kiln::engine

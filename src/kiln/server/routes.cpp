@@ -13,6 +13,7 @@
 #include "kiln/server/request_log.h"
 #include "kiln/server/server_metrics.h"
 #include "kiln/server/text_stream.h"
+#include "kiln/tokenizer/known_prefixes.h"
 #include "kiln/tokenizer/tokenizer.h"
 
 namespace kiln::server {
@@ -300,7 +301,7 @@ HttpResponse Router::chat_completions(const HttpRequest& req) {
   spec.model = config_.model_id;
   // The template writes BOS itself where the model wants one (as transformers'
   // apply_chat_template, which tokenizes without adding special tokens).
-  spec.prompts.push_back(tokenizer_->encode(*text, /*add_special=*/false, /*parse_special=*/true));
+  spec.prompts.push_back(encode_prompt(*text, /*add_special=*/false));
   spec.prompt_param = "messages";
   spec.gen = std::move(cr.gen);
   spec.random_seed = random_seed();
@@ -337,8 +338,7 @@ HttpResponse Router::completions(const HttpRequest& req) {
       spec.prompts.push_back(std::move(p.tokens));
     } else {
       logged.push_back(p.text);
-      spec.prompts.push_back(
-          tokenizer_->encode(p.text, /*add_special=*/true, /*parse_special=*/true));
+      spec.prompts.push_back(encode_prompt(p.text, /*add_special=*/true));
     }
   }
   spec.gen = std::move(cr.gen);
@@ -359,6 +359,12 @@ HttpResponse Router::completions(const HttpRequest& req) {
              req.body.size(), n_tokens, ms(req.received, t_parsed), ms(t_parsed, t_tokenized),
              ms(t_tokenized, std::chrono::steady_clock::now()));
   return r;
+}
+
+std::vector<int32_t> Router::encode_prompt(std::string_view text, bool add_special) const {
+  // Control-token text in a prompt is parsed (templates write it).
+  if (known_prefixes_) return known_prefixes_->encode(text, add_special, /*parse_special=*/true);
+  return tokenizer_->encode(text, add_special, /*parse_special=*/true);
 }
 
 HttpResponse Router::generate(GenerationSpec spec, Admission::Permit permit, const ChatView* chat) {

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "kiln/server/admission.h"
 #include "kiln/server/engine_hooks.h"
@@ -17,6 +19,7 @@
 #include "kiln/server/server_config.h"
 
 namespace kiln {
+class KnownPrefixes;
 class Tokenizer;
 namespace engine {
 class Engine;
@@ -47,6 +50,10 @@ class Router {
   // The response caches (response_caching.h); ctx.cache null: none. Call
   // before set_phase(ready); the cache must outlive the router.
   void attach_cache(CacheContext ctx) { cache_ = std::move(ctx); }
+  // Texts prompts often start with (a baked artifact's warm prompts), whose
+  // tokens the generation endpoints reuse. Null: none. Call before
+  // set_phase(ready); must outlive the router.
+  void attach_known_prefixes(const KnownPrefixes* k) { known_prefixes_ = k; }
   // What seeding needs (seed_response in response_caching.h): the same store
   // and fingerprint the routes key requests with.
   const CacheContext& cache_context() const { return cache_; }
@@ -98,6 +105,9 @@ class Router {
   EmbeddingEngine* embeddings_ = nullptr;
   EmbeddingModel embedding_model_;  // engine null: none
   CacheContext cache_;              // cache null: no response caches
+  const KnownPrefixes* known_prefixes_ = nullptr;
+  // Tokens of a prompt (known prefixes reused when there are some).
+  std::vector<int32_t> encode_prompt(std::string_view text, bool add_special) const;
   int64_t created_ = 0;
 
   std::mutex rng_mu_;
