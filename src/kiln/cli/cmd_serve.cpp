@@ -233,8 +233,12 @@ int run_serve(const ServeOptions& o) {
     if (const char* k = std::getenv("KILN_API_KEY")) cfg.api_key = k;
   cfg.model_id =
       !o.model_name.empty() ? o.model_name : std::filesystem::path(o.model).stem().string();
-  if (const char* e = std::getenv("KILN_TRACE_STEPS"); e && *e && std::strcmp(e, "0") != 0)
-    cfg.trace_requests = true;
+  // KILN_TRACE_STEPS=1: where each request's and each step's time goes (stderr).
+  const bool trace = [] {
+    const char* e = std::getenv("KILN_TRACE_STEPS");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
+  cfg.trace_requests = trace;
   std::vector<server::BenchPoint> bench;
   if (!o.bench_result.empty()) {
     auto b = server::read_bench_results(o.bench_result);
@@ -437,8 +441,7 @@ int run_serve(const ServeOptions& o) {
   ecfg.kv.block_size = o.kv_block_size;
   ecfg.kv.n_blocks = plan->n_blocks;
   ecfg.prefix_cache = !o.no_prefix_cache;
-  if (const char* e = std::getenv("KILN_TRACE_STEPS"); e && *e && std::strcmp(e, "0") != 0)
-    ecfg.trace_steps = true;
+  ecfg.trace_steps = trace;
   auto eng = engine::Engine::create(*backend, **model, *tok, ecfg);
   if (!eng) return fail(eng.message());
   metrics.set_phase_seconds("engine", since(t_engine));

@@ -503,7 +503,9 @@ Status CudaBackend::load_weights(const model::Model& model) {
       fo.wait_range = [&file](uint64_t off, uint64_t len) { return file.await(off, len); };
     auto st = upload_file_range(file.read_path(), file.data_offset(), n, slab.as<void>(), fo);
     if (!st) return st.error();
-    s.spare_staging = std::move(staged);  // for the baked KV blocks; released by the first forward
+    // Kept for the baked KV blocks restored next; let go once they are (or
+    // at the first forward).
+    s.spare_staging = std::move(staged);
     up.host_base = file.bytes().data() + file.data_offset();
     up.host_end = file.bytes().data() + file.data_offset() + n;
     up.dev_base = slab.as<uint8_t>();
@@ -712,7 +714,7 @@ Status CudaBackend::write_kv_block(int32_t block, std::span<const uint8_t> in) {
 // DMA to device staging, and each block is scattered into the pool by a
 // kernel. Two batches alternate, so the host copy of one overlaps the DMA of
 // the other. Right after start-up the image loader's pinned staging (256 MiB,
-// kept for this until the first forward) holds the batches; otherwise two
+// kept for this) holds the batches, and is let go after them; otherwise two
 // pinned buffers of one block each, allocated at the first write.
 Status CudaBackend::write_kv_blocks(std::span<const KvBlockWrite> writes) {
   Impl& s = *impl_;
