@@ -349,12 +349,6 @@ int run_serve(const ServeOptions& o) {
       return fail(st.message());
   auto tok = tok_future.get();
   if (!tok) return fail(tok.message());
-  // The baked prompts' texts and tokens, for prompts that start with one
-  // (known_prefixes.h), learned while the engine starts and warms up.
-  std::future<std::unique_ptr<KnownPrefixes>> known_future;
-  if (source->artifact && source->artifact->warm && !source->artifact->warm->data().prefixes.blocks.empty())
-    known_future = std::async(std::launch::async, learn_baked_prompts, std::cref(*tok),
-                              std::cref(source->artifact->warm->data().prefixes));
   if (auto li = image_load_info(*backend))
     fmt::print(stderr, "kiln serve: weight image {:.2f} GB streamed to the GPU in {:.3f} s "
                "({:.1f} GB/s, {} reader threads; {:.3f} s of it allocating staging buffers); "
@@ -526,6 +520,13 @@ int run_serve(const ServeOptions& o) {
   // ---- warm-up, then ready --------------------------------------------------------
   router.set_phase(server::Phase::warming);
   const auto t_warm = Clock::now();
+  // The baked prompts' texts and tokens, for prompts that start with one
+  // (known_prefixes.h): ~10 ms of tokenizing, on another thread while the
+  // warm-up keeps the GPU busy (not beside the engine's creation).
+  std::future<std::unique_ptr<KnownPrefixes>> known_future;
+  if (source->artifact && source->artifact->warm && !source->artifact->warm->data().prefixes.blocks.empty())
+    known_future = std::async(std::launch::async, learn_baked_prompts, std::cref(*tok),
+                              std::cref(source->artifact->warm->data().prefixes));
   if (auto st = warm_up(**eng, *tok, baked_prefix); !st) {
     (*eng)->stop();
     return fail(st.message());
