@@ -374,6 +374,61 @@ TEST(ArtifactEngine, RestoreRefusesOtherBlockShapesAndFillsOnlyFreeBlocks) {
   (*small)->stop();
 }
 
+// A CPU backend whose KV block writes fail: a restore that cannot write its
+// blocks must leave none of them in the prefix cache.
+class FailingKvWrites final : public Backend {
+ public:
+  explicit FailingKvWrites(std::unique_ptr<cpu::CpuBackend> in) : in_(std::move(in)) {}
+  std::string name() const override { return in_->name(); }
+  std::string device_name() const override { return in_->device_name(); }
+  Status load_weights(const model::Model& m) override { return in_->load_weights(m); }
+  Status init_kv_cache(const KvCacheConfig& c) override { return in_->init_kv_cache(c); }
+  const KvCacheConfig& kv_config() const override { return in_->kv_config(); }
+  Status forward(const Batch& b) override { return in_->forward(b); }
+  Status synchronize() override { return in_->synchronize(); }
+  int32_t n_logits() const override { return in_->n_logits(); }
+  std::span<const float> logits(int32_t i) const override { return in_->logits(i); }
+  Status copy_kv_block(int32_t src, int32_t dst) override { return in_->copy_kv_block(src, dst); }
+  Status write_kv_blocks(std::span<const KvBlockWrite> writes) override {
+    ++calls;
+    return make_error("device lost while writing " + std::to_string(writes.size()) + " blocks");
+  }
+  MemoryReport memory() const override { return in_->memory(); }
+  int calls = 0;
+
+ private:
+  std::unique_ptr<cpu::CpuBackend> in_;
+};
+
+TEST(ArtifactEngine, ARestoreThatCannotWriteLeavesNothingCached) {
+  TempDir d;
+  ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
+  Lm lm(d / "m.gguf");
+  auto be = cpu_backend(*lm.model);
+  auto a = Engine::create(*be, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  ASSERT_TRUE(a.ok());
+  (*a)->start();
+  const auto warm = ids(3, 20);
+  run(**a, warm, 1);
+  (*a)->stop();
+  auto ex = (*a)->export_prefix_blocks(std::vector<std::vector<int32_t>>{warm});
+  ASSERT_TRUE(ex.ok());
+
+  FailingKvWrites failing(cpu_backend(*lm.model));
+  auto b = Engine::create(failing, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  ASSERT_TRUE(b.ok());
+  auto rep = (*b)->import_prefix_blocks(*ex);
+  ASSERT_FALSE(rep.ok());
+  EXPECT_NE(rep.message().find("device lost"), std::string::npos) << rep.message();
+  EXPECT_EQ(failing.calls, 1);  // one batch for all the blocks
+  EXPECT_EQ((*b)->stats().kv_blocks_cached.load(), 0);
+  // Nothing stale is matched: the warm prompt is computed in full.
+  (*b)->start();
+  const Output o = run(**b, warm, 1);
+  (*b)->stop();
+  EXPECT_EQ(o.cached, 0);
+}
+
 TEST(ArtifactEngine, BakedBlocksOutliveOrdinaryOnesUnderEviction) {
   KvBlockPool pool(8);
   PrefixCache cache(pool, 2);
