@@ -163,13 +163,15 @@ Status run_to_end(engine::Engine& eng, std::vector<int32_t> prompt) {
 // restored, that second prompt extends the longest of them instead: a prefix
 // hit has paths of its own (the baked tail block copied, attention over
 // thousands of cached positions, the decode graphs of a deep context).
-Status warm_up(engine::Engine& eng, const Tokenizer& tok, const std::vector<int32_t>& baked) {
+Status warm_up(engine::Engine& eng, const Tokenizer& tok, const std::vector<int32_t>& baked,
+               int32_t ctx_size) {
   constexpr size_t kWideRows = 16;
   std::vector<int32_t> hello = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
   if (hello.empty()) hello.push_back(0);
   KILN_TRY(run_to_end(eng, hello));
   std::vector<int32_t> wide = baked.empty() ? hello : baked;
   wide.insert(wide.end(), kWideRows, hello.back());
+  if (int64_t(wide.size()) + 2 > int64_t(ctx_size)) return Status::success();  // a tiny --ctx-size
   return run_to_end(eng, std::move(wide));
 }
 
@@ -527,7 +529,7 @@ int run_serve(const ServeOptions& o) {
   if (source->artifact && source->artifact->warm && !source->artifact->warm->data().prefixes.blocks.empty())
     known_future = std::async(std::launch::async, learn_baked_prompts, std::cref(*tok),
                               std::cref(source->artifact->warm->data().prefixes));
-  if (auto st = warm_up(**eng, *tok, baked_prefix); !st) {
+  if (auto st = warm_up(**eng, *tok, baked_prefix, o.ctx_size); !st) {
     (*eng)->stop();
     return fail(st.message());
   }
