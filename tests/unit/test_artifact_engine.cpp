@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "common/delegating_backend.h"
 #include "common/temp_dir.h"
 #include "common/tiny_lm.h"
 #include "kiln/artifact/warm_file.h"
@@ -337,19 +338,24 @@ TEST(ArtifactEngine, BakedPromptTailIsReusedExactly) {
   EXPECT_FALSE((*e)->import_prefix_blocks(bad).ok());
 }
 
+// The prefix blocks an engine (blocks of 4, 16 of them) exports after
+// running `warm` once.
+Result<engine::PrefixBlocks> export_after_running(const Lm& lm, const std::vector<int32_t>& warm) {
+  auto be = cpu_backend(*lm.model);
+  auto a = Engine::create(*be, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
+  if (!a) return a.error();
+  (*a)->start();
+  run(**a, warm, 1);
+  (*a)->stop();
+  return (*a)->export_prefix_blocks(std::vector<std::vector<int32_t>>{warm});
+}
+
 TEST(ArtifactEngine, RestoreRefusesOtherBlockShapesAndFillsOnlyFreeBlocks) {
   TempDir d;
   ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
   Lm lm(d / "m.gguf");
-  auto be = cpu_backend(*lm.model);
-  auto a = Engine::create(*be, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
-  ASSERT_TRUE(a.ok());
-  (*a)->start();
-  const auto warm = ids(3, 20);
-  run(**a, warm, 1);
-  (*a)->stop();
-  auto ex = (*a)->export_prefix_blocks(std::vector<std::vector<int32_t>>{warm});
-  ASSERT_TRUE(ex.ok());
+  auto ex = export_after_running(lm, ids(3, 20));
+  ASSERT_TRUE(ex.ok()) << ex.message();
   ASSERT_EQ(ex->blocks.size(), 5u);
 
   auto be2 = cpu_backend(*lm.model);
@@ -376,43 +382,23 @@ TEST(ArtifactEngine, RestoreRefusesOtherBlockShapesAndFillsOnlyFreeBlocks) {
 
 // A CPU backend whose KV block writes fail: a restore that cannot write its
 // blocks must leave none of them in the prefix cache.
-class FailingKvWrites final : public Backend {
+class FailingKvWrites final : public test::DelegatingBackend {
  public:
-  explicit FailingKvWrites(std::unique_ptr<cpu::CpuBackend> in) : in_(std::move(in)) {}
-  std::string name() const override { return in_->name(); }
-  std::string device_name() const override { return in_->device_name(); }
-  Status load_weights(const model::Model& m) override { return in_->load_weights(m); }
-  Status init_kv_cache(const KvCacheConfig& c) override { return in_->init_kv_cache(c); }
-  const KvCacheConfig& kv_config() const override { return in_->kv_config(); }
-  Status forward(const Batch& b) override { return in_->forward(b); }
-  Status synchronize() override { return in_->synchronize(); }
-  int32_t n_logits() const override { return in_->n_logits(); }
-  std::span<const float> logits(int32_t i) const override { return in_->logits(i); }
-  Status copy_kv_block(int32_t src, int32_t dst) override { return in_->copy_kv_block(src, dst); }
+  using DelegatingBackend::DelegatingBackend;
   Status write_kv_blocks(std::span<const KvBlockWrite> writes) override {
     ++calls;
     return make_error("device lost while writing " + std::to_string(writes.size()) + " blocks");
   }
-  MemoryReport memory() const override { return in_->memory(); }
   int calls = 0;
-
- private:
-  std::unique_ptr<cpu::CpuBackend> in_;
 };
 
 TEST(ArtifactEngine, ARestoreThatCannotWriteLeavesNothingCached) {
   TempDir d;
   ASSERT_TRUE(test::tiny_lm_writer().write(d / "m.gguf").ok());
   Lm lm(d / "m.gguf");
-  auto be = cpu_backend(*lm.model);
-  auto a = Engine::create(*be, *lm.model, *lm.tok, config(KvType::f16, 4, 16));
-  ASSERT_TRUE(a.ok());
-  (*a)->start();
   const auto warm = ids(3, 20);
-  run(**a, warm, 1);
-  (*a)->stop();
-  auto ex = (*a)->export_prefix_blocks(std::vector<std::vector<int32_t>>{warm});
-  ASSERT_TRUE(ex.ok());
+  auto ex = export_after_running(lm, warm);
+  ASSERT_TRUE(ex.ok()) << ex.message();
 
   FailingKvWrites failing(cpu_backend(*lm.model));
   auto b = Engine::create(failing, *lm.model, *lm.tok, config(KvType::f16, 4, 16));

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/delegating_backend.h"
 #include "common/tiny_lm.h"
 #include "common/tiny_model.h"
 #include "kiln/backend/cpu/cpu_backend.h"
@@ -761,20 +762,10 @@ TEST(Engine, StopCancelsWhatIsLeft) {
 // CUDA kernel is held to, bit for bit, in tests/gpu/test_sample.cpp). Every
 // third row is declined, as the GPU declines rows it cannot take, so the
 // fallback runs too.
-class DeviceSamplingCpu final : public Backend {
+class DeviceSamplingCpu final : public test::DelegatingBackend {
  public:
-  DeviceSamplingCpu() : cpu_(make_backend()) {}
+  DeviceSamplingCpu() : DelegatingBackend(make_backend()) {}
   std::string name() const override { return "cpu+sampling"; }
-  std::string device_name() const override { return cpu_->device_name(); }
-  Status load_weights(const model::Model& m) override { return cpu_->load_weights(m); }
-  Status init_kv_cache(const KvCacheConfig& c) override { return cpu_->init_kv_cache(c); }
-  const KvCacheConfig& kv_config() const override { return cpu_->kv_config(); }
-  Status forward(const Batch& b) override { return cpu_->forward(b); }
-  Status synchronize() override { return cpu_->synchronize(); }
-  int32_t n_logits() const override { return cpu_->n_logits(); }
-  std::span<const float> logits(int32_t i) const override { return cpu_->logits(i); }
-  Status copy_kv_block(int32_t src, int32_t dst) override { return cpu_->copy_kv_block(src, dst); }
-  MemoryReport memory() const override { return cpu_->memory(); }
 
   bool supports_sampling() const override { return true; }
   Status sample_rows(std::span<const DeviceSampleRow> rows) override {
@@ -798,7 +789,6 @@ class DeviceSamplingCpu final : public Backend {
   int64_t n_rows_ = 0, n_chosen_ = 0;
 
  private:
-  std::unique_ptr<cpu::CpuBackend> cpu_;
   std::vector<int32_t> chosen_;
 };
 
