@@ -111,8 +111,8 @@ void EngineImpl::step() {
     // Prefill rows: the longest a sequence waited from its arrival at the
     // edge (request read) to this step, and to its tokens delivered.
     const auto t_end = std::chrono::steady_clock::now();
-    const bool any = has_prefill;
-    const double waited = any ? ms(first_arrival, t0) : 0.0, served = any ? ms(first_arrival, t_end) : 0.0;
+    const double waited = has_prefill ? ms(first_arrival, t0) : 0.0;
+    const double served = has_prefill ? ms(first_arrival, t_end) : 0.0;
     fmt::print(stderr,
                "kiln engine: step {} rows {} seqs {} | arrival->step {:.3f} intake+plan {:.3f} "
                "copies+batch {:.3f} enqueue {:.3f} gpu wait {:.3f} outputs {:.3f} | "
