@@ -760,6 +760,138 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 
+// ---- RoPE and K/V store fused into decode attention -------------------------------------------
+
+struct FusedCase {
+  const char* label;
+  int64_t n_head, n_kv, hd;
+  bool neox;
+};
+
+class CudaFusedRope : public ::testing::TestWithParam<FusedCase> {};
+
+// A decode step's attention with RoPE and the K/V store inside
+// (AttentionArgs::rope_cs) against rope_kv_store then attention, which the
+// tests above check against the CPU: the same output and the same cache.
+TEST_P(CudaFusedRope, MatchesRopeKvThenAttention) {
+  KILN_REQUIRE_GPU();
+  const FusedCase& c = GetParam();
+  model::HParams hp = attn_hparams(c.n_head, c.n_kv, c.hd);
+  hp.rope_style = c.neox ? model::RopeStyle::neox : model::RopeStyle::adjacent_pairs;
+  const int64_t n_q = hp.n_q(), n_k = hp.n_k(), ld = n_q + n_k + hp.n_v();
+  const int32_t bs = 16;
+  // Three decode rows at positions 0, 299 and 1,499 (one, one and several
+  // context splits), block ids interleaved across the sequences.
+  const std::vector<int32_t> last = {0, 299, 1499};
+  const int32_t n_seq = int32_t(last.size());
+  std::vector<std::vector<int32_t>> tables(last.size());
+  int32_t n_blocks = 0;
+  for (int32_t s = 0; s < n_seq; ++s)
+    for (int32_t b = 0; b <= last[size_t(s)] / bs; ++b) tables[size_t(s)].push_back(n_seq * b + s);
+  for (const auto& tb : tables) n_blocks = std::max(n_blocks, n_seq * int32_t(tb.size()));
+  cpu::KvCache kv;
+  ASSERT_TRUE(kv.init(hp, KvCacheConfig{KvType::f16, bs, n_blocks}).ok());
+  std::memset(kv.k_head(0, 0, 0), 0, kv.bytes());
+  const int64_t layer = 1;
+  for (int32_t s = 0; s < n_seq; ++s)
+    for (int32_t p = 0; p < last[size_t(s)]; ++p)  // the cached positions
+      for (int64_t g = 0; g < hp.n_head_kv; ++g) {
+        const auto k = uniform(size_t(c.hd), -2.0f, 2.0f), v = uniform(size_t(c.hd));
+        const int32_t b = tables[size_t(s)][size_t(p / bs)];
+        cpu::kv_store_row(KvType::f16, k.data(), kv.k_head(layer, b, g) + size_t(p % bs) * kv.k_row_bytes(), c.hd);
+        cpu::kv_store_row(KvType::f16, v.data(), kv.v_head(layer, b, g) + size_t(p % bs) * kv.v_row_bytes(), c.hd);
+      }
+  Batch batch;
+  for (int32_t s = 0; s < n_seq; ++s) batch.add_seq(tables[size_t(s)]);
+  for (int32_t s = n_seq - 1; s >= 0; --s) batch.add(0, last[size_t(s)], s, true);  // rows not in sequence order
+  const size_t n = batch.tokens.size();
+  const auto qkv = uniform(n * size_t(ld), -2.0f, 2.0f);
+  std::vector<double> inv(size_t(hp.n_rot / 2));
+  for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(hp.rope_freq_base, -2.0 * double(i) / double(hp.n_rot));
+
+  DevBatch db(batch);
+  DevVec<double> dinv(inv);
+  DevVec<float> dcs(n * size_t(hp.n_rot));
+  cuda::rope_table(db.pos.get(), int64_t(n), dinv.get(), hp.n_rot / 2, dcs.get(), nullptr);
+  int n_sms = 0;
+  cudaDeviceGetAttribute(&n_sms, cudaDevAttrMultiProcessorCount, 0);
+
+  struct Run {
+    std::vector<float> out;
+    std::vector<uint8_t> cache;
+  };
+  // fused: RoPE inside the attention; prefetch: decode_step (cached rows read before the wait).
+  auto run = [&](bool fused, bool prefetch) {
+    DevVec<float> dqkv(qkv), dout(n * size_t(hp.n_attn_out()));
+    DevVec<uint8_t> dkv(kv.bytes());
+    EXPECT_EQ(cudaMemcpy(dkv.get(), kv.k_head(0, 0, 0), kv.bytes(), cudaMemcpyHostToDevice), cudaSuccess);
+    cuda::AttentionArgs ga;
+    ga.q = dqkv.get();
+    ga.ldq = ld;
+    ga.n_rows = int64_t(n);
+    ga.max_ctx = last.back() + 1;
+    ga.out = dout.get();
+    ga.kv = gpu_layout(kv, hp, dkv.get());
+    ga.layer = layer;
+    ga.meta = db.meta;
+    ga.n_head = int(hp.n_head), ga.n_head_kv = int(hp.n_head_kv);
+    ga.head_dim_k = ga.head_dim_v = int(hp.head_dim_k);
+    ga.decode_step = true;
+    EXPECT_TRUE(cuda::attention_fuses_rope(ga, n_sms, int(hp.n_rot), false));
+    EXPECT_FALSE(cuda::attention_fuses_rope(ga, n_sms, int(hp.n_rot), true));  // Q/K norms first: not fused
+    EXPECT_FALSE(cuda::attention_fuses_rope(ga, n_sms, int(hp.n_rot) / 2, false));  // partial rotary: not fused
+    ga.decode_step = false;
+    EXPECT_FALSE(cuda::attention_fuses_rope(ga, n_sms, int(hp.n_rot), false));  // not a decode step: not fused
+    ga.decode_step = prefetch || fused;
+    if (fused) {
+      ga.rope_cs = dcs.get();
+      ga.rope_neox = c.neox;
+    } else {
+      cuda::RopeKvArgs r;
+      r.qkv = dqkv.get();
+      r.ld = ld;
+      r.cs = dcs.get();
+      r.n_head = int(hp.n_head), r.n_head_kv = int(hp.n_head_kv);
+      r.head_dim_k = r.head_dim_v = int(hp.head_dim_k);
+      r.n_rot = int(hp.n_rot);
+      r.neox = c.neox;
+      r.kv = ga.kv;
+      r.layer = layer;
+      r.meta = db.meta;
+      cuda::rope_kv_store(r, nullptr);
+    }
+    DevVec<float> work(std::max<size_t>(cuda::attention_workspace_floats(ga, n_sms), 1));
+    dout.poison();
+    cuda::attention(ga, work.get(), n_sms, nullptr);
+    return Run{dout.download(), dkv.download()};
+  };
+  const Run plain = run(false, false), pre = run(false, true), fused = run(true, true);
+  // Reading the cached rows before the wait changes no arithmetic.
+  EXPECT_EQ(pre.out, plain.out) << c.label;
+  EXPECT_EQ(pre.cache, plain.cache) << c.label;
+  expect_close("attention+rope", std::string(c.label) + " output", compare(fused.out, plain.out), kF32);
+  // Both caches decoded: the new rows went in (every other byte is untouched).
+  std::vector<float> gk(kv.bytes() / 2), rk(kv.bytes() / 2);
+  cpu::kv_load_row(KvType::f16, fused.cache.data(), gk.data(), int64_t(gk.size()));
+  cpu::kv_load_row(KvType::f16, plain.cache.data(), rk.data(), int64_t(rk.size()));
+  expect_close("attention+rope", std::string(c.label) + " K/V cache", compare(gk, rk), kRounded);
+  std::vector<uint8_t> before(kv.bytes());
+  std::memcpy(before.data(), kv.k_head(0, 0, 0), kv.bytes());
+  size_t changed = 0;
+  for (size_t i = 0; i < before.size(); i += 2)
+    changed += std::memcmp(&before[i], &fused.cache[i], 2) != 0;
+  // Each row's K and V heads, nearly every f16 element different from the zeros there before.
+  EXPECT_GT(changed, size_t(0.9 * double(n * 2 * size_t(hp.n_head_kv * c.hd)))) << c.label;
+  EXPECT_LE(changed, n * 2 * size_t(hp.n_head_kv * c.hd)) << c.label;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaFusedRope,
+    ::testing::Values(FusedCase{"g4_hd128_neox", 32, 8, 128, true}, FusedCase{"g4_hd128_adjacent", 32, 8, 128, false},
+                      FusedCase{"g2_hd64_adjacent", 8, 4, 64, false}, FusedCase{"g8_hd64_neox", 16, 2, 64, true},
+                      FusedCase{"g1_hd128_neox", 4, 4, 128, true}),
+    [](const auto& info) { return std::string(info.param.label); });
+
 // ---- per-op timings at the reference model's decode shapes (printed, not asserted) ----------
 
 namespace bench {

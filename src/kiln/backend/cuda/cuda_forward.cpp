@@ -3,7 +3,8 @@
 //   into the paged cache -> attention -> output proj (+= residual) -> RMSNorm
 //   -> gate|up -> SwiGLU -> down (+= residual)] -> final RMSNorm -> logits.
 // The last layer keeps only the rows that want logits after attention (their
-// K/V are stored first), as the CPU backend does.
+// K/V are stored first), as the CPU backend does. In a decode step on the
+// row-wise attention kernel, RoPE and the K/V store happen inside attention.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -138,8 +139,14 @@ Status CudaBackend::forward(const Batch& batch) {
   int32_t* bt_off = logit_rows + n;
   int32_t* bt = tokens + head;
   int32_t max_ctx = 0, max_ctx_logits = 0, n_logits = 0;
+  // A decode step: each sequence has one row (their K/V rows of earlier
+  // steps are then all the attention reads besides the row's own).
+  bool decode = n == n_seqs;
+  std::vector<uint8_t>& seen = s.seq_seen_scratch;
+  seen.assign(size_t(n_seqs), 0);
   for (int64_t i = 0; i < n; ++i) {
     const BatchToken& t = batch.tokens[size_t(i)];
+    if (seen[size_t(t.seq)]++) decode = false;
     tokens[i] = t.token;
     pos[i] = t.pos;
     seq[i] = t.seq;
@@ -206,6 +213,7 @@ Status CudaBackend::forward(const Batch& batch) {
   step.max_ctx_logits = max_ctx_logits;
   step.n_tiles = n_tiles;
   step.tiles_off = tiles_off;
+  step.decode = decode;
   const bool graph = s.graph_eligible(step) && n_tiles == 0;
   if (graph) step.max_ctx = step.max_ctx_logits = Impl::ctx_bucket(max_ctx);
   KILN_TRY(s.reserve_attention(step));
@@ -245,26 +253,7 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     float* qkv = s.qkv.as<float>();
     s.linear(L.qkv, in, n, qkv, n_qkv, false);
 
-    RopeKvArgs r;
-    r.qkv = qkv;
-    r.ld = n_qkv;
-    r.cs = s.cs.as<float>();
-    r.q_norm = L.q_norm;
-    r.k_norm = L.k_norm;
-    r.eps = hp.rms_eps;
-    r.n_head = int(hp.n_head);
-    r.n_head_kv = int(hp.n_head_kv);
-    r.head_dim_k = int(hp.head_dim_k);
-    r.head_dim_v = int(hp.head_dim_v);
-    r.n_rot = int(hp.n_rot);
-    r.neox = hp.rope_style == model::RopeStyle::neox;
-    r.kv = s.kv;
-    r.layer = il;
-    r.meta = meta;
-    rope_kv_store(r, s.stream);
-
     const int64_t n_rows = last ? n_logits : n;
-    if (n_rows == 0) break;
     AttentionArgs a;
     a.q = qkv;
     a.ldq = n_qkv;
@@ -279,11 +268,38 @@ void CudaBackend::Impl::enqueue(const Step& st) {
     a.n_head_kv = int(hp.n_head_kv);
     a.head_dim_k = int(hp.head_dim_k);
     a.head_dim_v = int(hp.head_dim_v);
+    a.decode_step = st.decode;
     // wo's 8-bit input comes out of the attention's split merge directly.
-    const bool q8_wo = wants_q8(s, L.wo, n_rows);
+    const bool q8_wo = n_rows > 0 && wants_q8(s, L.wo, n_rows);
     if (q8_wo) a.outq = s.act_q8();
-    const bool f16_wo = all_mma_parts(s, L.wo, n_rows);
+    const bool f16_wo = n_rows > 0 && all_mma_parts(s, L.wo, n_rows);
     if (f16_wo) a.out16 = s.x16.as<uint16_t>();
+    // A decode step whose attention covers every row rotates Q/K and stores
+    // K/V itself: one kernel and its boundary fewer per layer.
+    const bool fuse_rope = n_rows == n && attention_fuses_rope(a, s.n_sms, int(hp.n_rot), L.q_norm || L.k_norm);
+    if (fuse_rope) {
+      a.rope_cs = s.cs.as<float>();
+      a.rope_neox = hp.rope_style == model::RopeStyle::neox;
+    } else {
+      RopeKvArgs r;
+      r.qkv = qkv;
+      r.ld = n_qkv;
+      r.cs = s.cs.as<float>();
+      r.q_norm = L.q_norm;
+      r.k_norm = L.k_norm;
+      r.eps = hp.rms_eps;
+      r.n_head = int(hp.n_head);
+      r.n_head_kv = int(hp.n_head_kv);
+      r.head_dim_k = int(hp.head_dim_k);
+      r.head_dim_v = int(hp.head_dim_v);
+      r.n_rot = int(hp.n_rot);
+      r.neox = hp.rope_style == model::RopeStyle::neox;
+      r.kv = s.kv;
+      r.layer = il;
+      r.meta = meta;
+      rope_kv_store(r, s.stream);
+    }
+    if (n_rows == 0) break;
     if (!last && st.n_tiles > 0 && !a.outq.q)
       attention_flash(a, reinterpret_cast<const AttnTile*>(md + st.tiles_off), int(st.n_tiles),
                       s.attn_work.as<float>(), s.n_sms, s.stream);
@@ -380,9 +396,10 @@ void CudaBackend::Impl::drop_graphs() {
 
 Status CudaBackend::Impl::launch_graph(const Step& st) {
   // 16 bits each for rows, sequences and logit rows (<= mma_max_rows), then
-  // log2 of the bucketed context (a power of two).
+  // log2 of the bucketed context (a power of two), then whether it is a
+  // decode step (its attention may take RoPE and the K/V store).
   const uint64_t key = uint64_t(st.n) | uint64_t(st.n_seqs) << 16 | uint64_t(st.n_logits) << 32 |
-                       uint64_t(std::countr_zero(uint32_t(st.max_ctx))) << 48;
+                       uint64_t(std::countr_zero(uint32_t(st.max_ctx))) << 48 | uint64_t(st.decode) << 56;
   auto it = graphs.find(key);
   if (it == graphs.end()) {
     cudaGraph_t g = nullptr;

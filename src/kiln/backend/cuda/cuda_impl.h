@@ -174,12 +174,14 @@ struct CudaBackend::Impl {
   DeviceSampling sampling;        // sample_rows() (cuda_sample.cpp)
   std::vector<int32_t> validate_scratch;
   std::vector<int32_t> meta_scratch;
+  std::vector<uint8_t> seq_seen_scratch;  // rows per sequence seen while forming meta (decode steps)
 
   // Shape of one forward step (what the launched kernels depend on).
   struct Step {
     int64_t n = 0, n_seqs = 0, n_logits = 0;
     int32_t max_ctx = 0, max_ctx_logits = 0;  // attention plans (bucketed under graphs)
     int64_t n_tiles = 0, tiles_off = 0;       // tensor-core prefill attention tiles in the metadata
+    bool decode = false;                      // every row the only row of its sequence
   };
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs;  // decode graphs by step shape
 

@@ -329,18 +329,19 @@ void attention_merge_splits(const float* part, int n_splits, const AttentionArgs
 
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms) {
   if (a.n_rows == 0) return 0;
-  if (attention_decode_supported(a, n_sms)) {
-    const DecodePlan p = attention_decode_plan(a, n_sms);
-    if (p.n_splits == 1) return 0;
-    return size_t(a.n_rows) * size_t(a.n_head) * size_t(p.n_splits) * size_t(a.head_dim_v + 2);
-  }
-  const Plan p = make_plan(a, n_sms);
-  if (p.n_splits == 1) return 0;
-  return size_t(a.n_rows) * size_t(a.n_head) * size_t(p.n_splits) * size_t(a.head_dim_v + 2);
+  const int n_splits = attention_decode_supported(a, n_sms) ? attention_decode_plan(a, n_sms).n_splits
+                                                            : make_plan(a, n_sms).n_splits;
+  if (n_splits == 1) return 0;  // no partials: the kernel writes the output directly
+  return size_t(a.n_rows) * size_t(a.n_head) * size_t(n_splits) * size_t(a.head_dim_v + 2);
+}
+
+bool attention_fuses_rope(const AttentionArgs& a, int n_sms, int n_rot, bool qk_norm) {
+  return a.decode_step && !qk_norm && n_rot == a.head_dim_k && attention_decode_supported(a, n_sms);
 }
 
 void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stream) {
   if (a.n_rows == 0) return;
+  KILN_ASSERT_MSG(!a.rope_cs || attention_decode_supported(a, n_sms), "attention: RoPE fused on a kernel without it");
   if (attention_decode_supported(a, n_sms)) {  // the common f16 shapes: attention_decode.cu
     attention_decode(a, attention_decode_plan(a, n_sms), work, stream);
     return;

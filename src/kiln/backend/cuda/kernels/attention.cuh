@@ -21,6 +21,17 @@ struct AttentionArgs {
   int64_t layer = 0;
   BatchMeta meta;
   int n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+  // Every row is the only row of its sequence in the step (a decode step):
+  // the one position of a row's context written in this step is its own,
+  // so the kernel may read the cached ones before the previous kernel ends.
+  bool decode_step = false;
+  // RoPE fused (attention_fuses_rope): q then holds the unroped Q|K|V rows
+  // (ldq wide, K at column n_head * head_dim_k, V after the n_head_kv K
+  // heads), the kernel rotates Q and the row's own K and stores its K/V in
+  // the cache, and rope_kv_store is skipped. rope_cs as rope_table writes
+  // it: [n_tokens][head_dim_k], cos then sin.
+  const float* rope_cs = nullptr;
+  bool rope_neox = false;
 };
 
 // Loads the attention kernels for KV type t and the split merge (CUDA loads
@@ -34,6 +45,11 @@ void attention_merge_splits(const float* part, int n_splits, const AttentionArgs
 
 // Floats of workspace attention() needs for these arguments (split partials).
 size_t attention_workspace_floats(const AttentionArgs& a, int n_sms);
+
+// Whether attention(a) can take RoPE and the K/V store of a decode step
+// (a.rope_cs): f16 cache, rows on attention_decode.cu's kernel, RoPE over
+// whole heads (n_rot == head_dim_k) and no per-head Q/K norm before it.
+bool attention_fuses_rope(const AttentionArgs& a, int n_sms, int n_rot, bool qk_norm);
 
 // out = softmax(q k^T / sqrt(head_dim_k)) v over positions [0, pos] of each
 // row's sequence. `work` holds attention_workspace_floats() floats.

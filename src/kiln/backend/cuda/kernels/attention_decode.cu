@@ -16,7 +16,14 @@
 //   - a split covers 256 to 1024 positions, so the decode graphs' first
 //     context bucket (256) needs one split and no merge kernel; the output
 //     goes out as f32, f16 and the 8-bit blocks of the output projection's
-//     input directly.
+//     input directly;
+//   - the metadata chain (row, position, sequence, table) and, in a decode
+//     step, the first round's cached K/V rows are read before
+//     griddepcontrol.wait, while the previous kernel finishes;
+//   - in a decode step the kernel can also take RoPE and the K/V store of
+//     the row's own position (rope_cs): the Q|K|V matvec's output comes in
+//     unrotated and rope_kv.cu's kernel, with its boundary, drops out of the
+//     layer (tg128 402 -> 427 tok/s on an H100 with the pre-wait reads).
 // Used while a batch's (row, KV head) pairs do not fill the GPU (decode of
 // a few streams); larger batches keep attention.cu's kernel.
 #include "kiln/backend/cuda/kernels/attention_decode.cuh"
@@ -41,17 +48,49 @@ template <>
 struct Half<2> {
   uint32_t w;
   __device__ __forceinline__ void load(const uint8_t* p) { w = *reinterpret_cast<const uint32_t*>(p); }
+  __device__ __forceinline__ void store(uint8_t* p) const { *reinterpret_cast<uint32_t*>(p) = w; }
+  __device__ __forceinline__ void pack(const float (&v)[2]) { w = uint32_t(f2h(v[0])) | uint32_t(f2h(v[1])) << 16; }
   __device__ __forceinline__ float get(int e) const { return h2f(uint16_t(e == 0 ? w & 0xffff : w >> 16)); }
 };
 template <>
 struct Half<4> {
   uint2 w;
   __device__ __forceinline__ void load(const uint8_t* p) { w = *reinterpret_cast<const uint2*>(p); }
+  __device__ __forceinline__ void store(uint8_t* p) const { *reinterpret_cast<uint2*>(p) = w; }
+  __device__ __forceinline__ void pack(const float (&v)[4]) {
+    w.x = uint32_t(f2h(v[0])) | uint32_t(f2h(v[1])) << 16;
+    w.y = uint32_t(f2h(v[2])) | uint32_t(f2h(v[3])) << 16;
+  }
   __device__ __forceinline__ float get(int e) const {
     const uint32_t x = e < 2 ? w.x : w.y;
     return h2f(uint16_t(e % 2 == 0 ? x & 0xffff : x >> 16));
   }
 };
+
+// RoPE over a whole head held kL dims per lane (lane l: dims kL*l + e), as
+// rope_kv.cu computes it. NeoX pairs (d, d + HD/2) sit in lanes l and l^16;
+// adjacent pairs (2i, 2i + 1) in one lane (kL is even).
+template <int HD>
+__device__ __forceinline__ void rope_lane(float (&v)[HD / 32], const float* __restrict__ c,
+                                          const float* __restrict__ s, bool neox, int lane) {
+  constexpr int kL = HD / 32;
+  float r[kL];
+#pragma unroll
+  for (int e = 0; e < kL; ++e) {
+    const float other = __shfl_xor_sync(0xffffffffu, v[e], 16);
+    const int d = kL * lane + e;
+    if (neox) {
+      const int i = d % (HD / 2);
+      r[e] = lane < 16 ? v[e] * c[i] - other * s[i] : other * s[i] + v[e] * c[i];
+    } else {
+      const int i = d / 2;
+      const float x0 = v[e & ~1], x1 = v[e | 1];
+      r[e] = e % 2 == 0 ? x0 * c[i] - x1 * s[i] : x0 * s[i] + x1 * c[i];
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < kL; ++e) v[e] = r[e];
+}
 
 template <int HD, int G>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -60,14 +99,48 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
   __shared__ float sm_acc[kWarps][G][HD];
   pdl_trigger();
-  pdl_wait();
+  // The metadata and block tables were uploaded before the step, so they
+  // (and in a decode step the cached K/V rows of the first round) are read
+  // while the previous kernel still runs.
   const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int t = a.rows ? a.rows[i] : i;
   const int n_ctx = a.meta.pos[t] + 1;
   const int* bt = a.meta.bt + a.meta.bt_off[a.meta.seq[t]];
   const int j0 = split * chunk, j1 = min(n_ctx, j0 + chunk);
+  const int fresh = a.decode_step ? n_ctx - 1 : 0;  // positions >= fresh may be written in this step
+  const bool fused = a.rope_cs != nullptr;          // implies decode_step
   const int head0 = g * G;
+  const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
+  const uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
+  const int bs = a.kv.block_size;
+
+  // K/V rows of the round starting at jb whose positions lie in [lo, hi);
+  // blk_lane: lane u < kU holds position jb + u's block id. The row's own
+  // new position comes from knew / vnew when RoPE is fused.
+  Half<kL> kr[kU], vr[kU], knew{}, vnew{};
+  auto load_round = [&](int jb, int blk_lane, int lo, int hi) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int j = jb + u;
+      const int b = __shfl_sync(0xffffffffu, blk_lane, u);
+      if (j < lo || j >= hi) continue;
+      if (fused && j == n_ctx - 1) {
+        kr[u] = knew, vr[u] = vnew;
+      } else {
+        kr[u].load(kbase + size_t(b) * a.kv.k_block_stride + size_t(j % bs) * a.kv.k_row);
+        vr[u].load(vbase + size_t(b) * a.kv.v_block_stride + size_t(j % bs) * a.kv.v_row);
+      }
+    }
+  };
+  auto round_blocks = [&](int jb) { return lane < kU && jb + lane < j1 ? bt[(jb + lane) / bs] : 0; };
+  int jb = j0 + warp * kU;
+  int blk = round_blocks(jb);
+#pragma unroll
+  for (int u = 0; u < kU; ++u) kr[u] = {}, vr[u] = {};
+  load_round(jb, blk, j0, min(j1, fresh));
+  pdl_wait();
+
   auto part_ptr = [&](int h) {
     return part + ((int64_t(i) * a.n_head + head0 + h) * n_splits + split) * (HD + 2);
   };
@@ -86,11 +159,33 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
   for (int h = 0; h < G; ++h)
 #pragma unroll
-    for (int e = 0; e < kL; ++e) q[h][e] = qp[h * HD + e] * scale;
+    for (int e = 0; e < kL; ++e) q[h][e] = qp[h * HD + e];
+  if (fused) {
+    // RoPE on Q and on the row's own K; its K/V go to the cache from the
+    // split that holds the newest position (j1 == n_ctx), as f16 like any row.
+    const float* c = a.rope_cs + int64_t(t) * HD;
+    const float* sn = c + HD / 2;
+#pragma unroll
+    for (int h = 0; h < G; ++h) rope_lane<HD>(q[h], c, sn, a.rope_neox, lane);
+    const float* kp = a.q + int64_t(t) * a.ldq + int64_t(a.n_head + g) * HD + kL * lane;
+    const float* vp = kp + int64_t(a.n_head_kv) * HD;
+    float kf[kL], vf[kL];
+#pragma unroll
+    for (int e = 0; e < kL; ++e) kf[e] = kp[e], vf[e] = vp[e];
+    rope_lane<HD>(kf, c, sn, a.rope_neox, lane);
+    knew.pack(kf);
+    vnew.pack(vf);
+    if (warp == 0 && j1 == n_ctx) {
+      const int p = n_ctx - 1, b = bt[p / bs];
+      knew.store(const_cast<uint8_t*>(kbase) + size_t(b) * a.kv.k_block_stride + size_t(p % bs) * a.kv.k_row);
+      vnew.store(const_cast<uint8_t*>(vbase) + size_t(b) * a.kv.v_block_stride + size_t(p % bs) * a.kv.v_row);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int e = 0; e < kL; ++e) q[h][e] *= scale;
 
-  const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
-  const uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
-  const int bs = a.kv.block_size;
   float m[G], l[G], acc[G][kL];
 #pragma unroll
   for (int h = 0; h < G; ++h) {
@@ -99,20 +194,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int e = 0; e < kL; ++e) acc[h][e] = 0.0f;
   }
 
-  for (int jb = j0 + warp * kU; jb < j1; jb += kRound) {
-    // Block ids of the round's positions: lane u fetches position jb + u's.
-    const int my_blk = lane < kU && jb + lane < j1 ? bt[(jb + lane) / bs] : 0;
-    Half<kL> kr[kU], vr[kU];
+  load_round(jb, blk, max(j0, fresh), j1);  // the first round's rest
+  for (; jb < j1; jb += kRound) {
+    if (jb != j0 + warp * kU) {
+      blk = round_blocks(jb);
 #pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int j = jb + u;
-      const int b = __shfl_sync(0xffffffffu, my_blk, u);
-      if (j < j1) {
-        kr[u].load(kbase + size_t(b) * a.kv.k_block_stride + size_t(j % bs) * a.kv.k_row);
-        vr[u].load(vbase + size_t(b) * a.kv.v_block_stride + size_t(j % bs) * a.kv.v_row);
-      } else {
-        kr[u] = {}, vr[u] = {};
-      }
+      for (int u = 0; u < kU; ++u) kr[u] = {}, vr[u] = {};
+      load_round(jb, blk, j0, j1);
     }
     float s[kU][G];
 #pragma unroll

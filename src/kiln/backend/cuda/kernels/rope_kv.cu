@@ -60,14 +60,22 @@ template <KvType KT>
 __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(RopeKvArgs a) {
   __shared__ float buf[kWarps][kMaxHead];
   pdl_trigger();
-  pdl_wait();
   const int t = blockIdx.x;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int h = blockIdx.y * kWarps + warp;
   const int n_total = a.n_head + 2 * a.n_head_kv;
-  if (h >= n_total) return;
   const bool is_q = h < a.n_head;
   const bool is_k = !is_q && h < a.n_head + a.n_head_kv;
+  // The cache slot of a K/V head's row: the metadata was uploaded before
+  // the step, so its dependent loads run while the previous kernel ends.
+  int block = 0, slot = 0;
+  if (!is_q && h < n_total) {
+    const int pos = a.meta.pos[t];
+    block = a.meta.bt[a.meta.bt_off[a.meta.seq[t]] + pos / a.kv.block_size];
+    slot = pos % a.kv.block_size;
+  }
+  pdl_wait();
+  if (h >= n_total) return;
   const int n_q = a.n_head * a.head_dim_k, n_k = a.n_head_kv * a.head_dim_k;
   const int hd = (is_q || is_k) ? a.head_dim_k : a.head_dim_v;
   float* src = a.qkv + int64_t(t) * a.ld +
@@ -117,9 +125,6 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(RopeKvArgs a) {
       if (lane + 32 * k < hd) src[lane + 32 * k] = v[k];
     return;
   }
-  const int pos = a.meta.pos[t];
-  const int block = a.meta.bt[a.meta.bt_off[a.meta.seq[t]] + pos / a.kv.block_size];
-  const int slot = pos % a.kv.block_size;
   uint8_t* dst;
   if (is_k) {
     const int g = h - a.n_head;
