@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include "gpu_test_util.h"
@@ -449,7 +450,7 @@ cuda::KvLayout gpu_layout(const cpu::KvCache& kv, const model::HParams& hp, uint
 
 // Batch metadata for the GPU from a kiln::Batch.
 struct DevBatch {
-  DevVec<int32_t> tokens, pos, seq, bt_off, bt;
+  DevVec<int32_t> tokens, pos, seq, bt_off, bt, new0;
   cuda::BatchMeta meta;
   explicit DevBatch(const Batch& b) {
     std::vector<int32_t> t, p, s, off, table;
@@ -463,7 +464,10 @@ struct DevBatch {
     seq.resize(s.size()), seq.upload(s);
     bt_off.resize(off.size()), bt_off.upload(off);
     bt.resize(table.size()), bt.upload(table);
-    meta = {tokens.get(), pos.get(), seq.get(), bt_off.get(), bt.get(), int32_t(t.size())};
+    std::vector<int32_t> first(b.seqs.size(), std::numeric_limits<int32_t>::max());
+    for (const auto& x : b.tokens) first[size_t(x.seq)] = std::min(first[size_t(x.seq)], x.pos);
+    new0.resize(first.size()), new0.upload(first);
+    meta = {tokens.get(), pos.get(), seq.get(), bt_off.get(), bt.get(), int32_t(t.size()), new0.get()};
   }
 };
 
@@ -820,7 +824,7 @@ TEST_P(CudaFusedRope, MatchesRopeKvThenAttention) {
     std::vector<float> out;
     std::vector<uint8_t> cache;
   };
-  // fused: RoPE inside the attention; prefetch: decode_step (cached rows read before the wait).
+  // fused: RoPE inside the attention; prefetch: meta.new0 given (cached rows read before the wait).
   auto run = [&](bool fused, bool prefetch) {
     DevVec<float> dqkv(qkv), dout(n * size_t(hp.n_attn_out()));
     DevVec<uint8_t> dkv(kv.bytes());
@@ -834,6 +838,7 @@ TEST_P(CudaFusedRope, MatchesRopeKvThenAttention) {
     ga.kv = gpu_layout(kv, hp, dkv.get());
     ga.layer = layer;
     ga.meta = db.meta;
+    if (!prefetch) ga.meta.new0 = nullptr;
     ga.n_head = int(hp.n_head), ga.n_head_kv = int(hp.n_head_kv);
     ga.head_dim_k = ga.head_dim_v = int(hp.head_dim_k);
     ga.decode_step = true;
@@ -842,7 +847,7 @@ TEST_P(CudaFusedRope, MatchesRopeKvThenAttention) {
     EXPECT_FALSE(cuda::attention_fuses_rope(ga, n_sms, int(hp.n_rot) / 2, false));  // partial rotary: not fused
     ga.decode_step = false;
     EXPECT_FALSE(cuda::attention_fuses_rope(ga, n_sms, int(hp.n_rot), false));  // not a decode step: not fused
-    ga.decode_step = prefetch || fused;
+    ga.decode_step = fused;
     if (fused) {
       ga.rope_cs = dcs.get();
       ga.rope_neox = c.neox;

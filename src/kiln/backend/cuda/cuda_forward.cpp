@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <limits>
 
 #include "kiln/backend/cuda/cuda_compat.h"
 #include "kiln/backend/cuda/cuda_impl.h"
@@ -123,9 +124,10 @@ Status CudaBackend::forward(const Batch& batch) {
   s.n_logits = 0;
   if (n == 0) return Status::success();
 
-  // Batch metadata, one upload: tokens | pos | seq | logit rows | table offsets | tables.
+  // Batch metadata, one upload: tokens | pos | seq | logit rows | table
+  // offsets | first new positions | tables.
   const int64_t n_seqs = int64_t(batch.seqs.size());
-  const int64_t head = 4 * n + n_seqs;
+  const int64_t head = 4 * n + 2 * n_seqs;
   const std::vector<int32_t>& last_pos = s.validate_scratch;  // validate_batch's last positions
   int64_t n_bt = 0;
   for (int64_t q = 0; q < n_seqs; ++q)
@@ -137,7 +139,9 @@ Status CudaBackend::forward(const Batch& batch) {
   int32_t* seq = pos + n;
   int32_t* logit_rows = seq + n;
   int32_t* bt_off = logit_rows + n;
+  int32_t* new0 = bt_off + n_seqs;
   int32_t* bt = tokens + head;
+  std::fill(new0, new0 + n_seqs, std::numeric_limits<int32_t>::max());
   int32_t max_ctx = 0, max_ctx_logits = 0, n_logits = 0;
   // A decode step: each sequence has one row (their K/V rows of earlier
   // steps are then all the attention reads besides the row's own).
@@ -147,6 +151,7 @@ Status CudaBackend::forward(const Batch& batch) {
   for (int64_t i = 0; i < n; ++i) {
     const BatchToken& t = batch.tokens[size_t(i)];
     if (seen[size_t(t.seq)]++) decode = false;
+    new0[t.seq] = std::min(new0[t.seq], t.pos);
     tokens[i] = t.token;
     pos[i] = t.pos;
     seq[i] = t.seq;
@@ -235,7 +240,8 @@ void CudaBackend::Impl::enqueue(const Step& st) {
   meta.seq = md + 2 * n;
   const int32_t* logit_rows_dev = md + 3 * n;
   meta.bt_off = md + 4 * n;
-  meta.bt = md + 4 * n + st.n_seqs;
+  meta.new0 = md + 4 * n + st.n_seqs;
+  meta.bt = md + 4 * n + 2 * st.n_seqs;
   meta.n_tokens = int32_t(n);
 
   const int64_t e = hp.n_embd;

@@ -76,6 +76,11 @@ struct BatchMeta {
   const int32_t* bt_off = nullptr;  // [n_seqs] offset of each sequence's table in bt
   const int32_t* bt = nullptr;      // block tables, concatenated
   int32_t n_tokens = 0;
+  // [n_seqs] first position of each sequence written in this step (its
+  // lowest row position): the cache rows below it were written by earlier
+  // steps, so attention may read them before the previous kernel ends.
+  // nullptr: no such reads.
+  const int32_t* new0 = nullptr;
 };
 
 }  // namespace kiln::cuda

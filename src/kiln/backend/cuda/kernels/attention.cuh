@@ -22,8 +22,7 @@ struct AttentionArgs {
   BatchMeta meta;
   int n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
   // Every row is the only row of its sequence in the step (a decode step):
-  // the one position of a row's context written in this step is its own,
-  // so the kernel may read the cached ones before the previous kernel ends.
+  // the one position of a row's context written in this step is its own.
   bool decode_step = false;
   // RoPE fused (attention_fuses_rope): q then holds the unroped Q|K|V rows
   // (ldq wide, K at column n_head * head_dim_k, V after the n_head_kv K

@@ -17,8 +17,8 @@
 //     context bucket (256) needs one split and no merge kernel; the output
 //     goes out as f32, f16 and the 8-bit blocks of the output projection's
 //     input directly;
-//   - the metadata chain (row, position, sequence, table) and, in a decode
-//     step, the first round's cached K/V rows are read before
+//   - the metadata chain (row, position, sequence, table) and the first
+//     round's K/V rows cached by earlier steps are read before
 //     griddepcontrol.wait, while the previous kernel finishes;
 //   - in a decode step the kernel can also take RoPE and the K/V store of
 //     the row's own position (rope_cs): the Q|K|V matvec's output comes in
@@ -106,9 +106,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int t = a.rows ? a.rows[i] : i;
   const int n_ctx = a.meta.pos[t] + 1;
-  const int* bt = a.meta.bt + a.meta.bt_off[a.meta.seq[t]];
+  const int seq = a.meta.seq[t];
+  const int* bt = a.meta.bt + a.meta.bt_off[seq];
   const int j0 = split * chunk, j1 = min(n_ctx, j0 + chunk);
-  const int fresh = a.decode_step ? n_ctx - 1 : 0;  // positions >= fresh may be written in this step
+  const int fresh = a.meta.new0 ? a.meta.new0[seq] : 0;  // positions >= fresh may be written in this step
   const bool fused = a.rope_cs != nullptr;          // implies decode_step
   const int head0 = g * G;
   const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
