@@ -104,11 +104,19 @@ TEST(CudaOps, ArgmaxRowsMatchesHostRules) {
     for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
     DevVec<float> d(flat);
     DevVec<int32_t> out(rows.size());
-    out.poison();
-    cuda::argmax_rows(d.get(), int64_t(rows.size()), n, out.get(), nullptr);
-    const auto got = out.download();
-    for (size_t r = 0; r < rows.size(); ++r)
-      EXPECT_EQ(got[r], ref_argmax(rows[r].data(), n)) << "n " << n << " row " << r;
+    DevVec<unsigned> done(rows.size());
+    DevVec<uint8_t> part(cuda::argmax_partials_bytes(int64_t(rows.size()), n));
+    ASSERT_EQ(cudaMemset(done.get(), 0, done.size() * sizeof(unsigned)), cudaSuccess);
+    part.poison();
+    // Several calls on one workspace, with different row counts: each call
+    // must leave it ready for the next.
+    for (size_t n_rows : {rows.size(), size_t(2), rows.size()}) {
+      out.poison();
+      cuda::argmax_rows(d.get(), int64_t(n_rows), n, out.get(), done.get(), part.get(), nullptr);
+      const auto got = out.download();
+      for (size_t r = 0; r < n_rows; ++r)
+        EXPECT_EQ(got[r], ref_argmax(rows[r].data(), n)) << "n " << n << " row " << r << " of " << n_rows;
+    }
   }
 }
 

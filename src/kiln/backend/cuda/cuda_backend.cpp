@@ -20,6 +20,7 @@
 #include "kiln/backend/cuda/file_upload.h"
 #include "kiln/backend/weight_image.h"
 #include "kiln/gguf/gguf.h"
+#include "kiln/backend/cuda/kernels/argmax.cuh"
 #include "kiln/backend/cuda/kernels/attention.cuh"
 #include "kiln/backend/cuda/kernels/attention_decode.cuh"
 #include "kiln/backend/cuda/kernels/flash_attention.cuh"
@@ -828,6 +829,14 @@ Status CudaBackend::Impl::reserve_logits(int64_t n) {
     logits_host_cap = want;
   }
   const size_t want_ids = size_t(std::max<int64_t>(n, 1));
+  const size_t want_part = argmax_partials_bytes(int64_t(want_ids), model->hparams().n_vocab);
+  if (argmax_done.bytes() < want_ids * 4 || argmax_part.bytes() < want_part) {
+    KILN_CUDA_TRY(cudaStreamSynchronize(stream));
+    drop_graphs();
+    if (!argmax_done.alloc(want_ids * 4) || !argmax_part.alloc(want_part))
+      return make_error("out of GPU memory for the argmax workspace");
+    KILN_CUDA_TRY(cudaMemsetAsync(argmax_done.as<void>(), 0, want_ids * 4, stream));
+  }
   if (argmax_dev.bytes() < want_ids * 4 || argmax_host_cap < want_ids) {
     KILN_CUDA_TRY(cudaStreamSynchronize(stream));
     drop_graphs();

@@ -336,7 +336,8 @@ void CudaBackend::Impl::enqueue(const Step& st) {
   Impl::Input oin = s.norm_input(x, s.output_norm, s.output, n_logits);
   s.linear(s.output, oin, n_logits, s.logits_dev.as<float>(), hp.n_vocab, false);
   // Only the greedy ids travel with every step; rows on demand (logits()).
-  argmax_rows(s.logits_dev.as<float>(), n_logits, hp.n_vocab, s.argmax_dev.as<int32_t>(), s.stream);
+  argmax_rows(s.logits_dev.as<float>(), n_logits, hp.n_vocab, s.argmax_dev.as<int32_t>(),
+              s.argmax_done.as<unsigned>(), s.argmax_part.as<void>(), s.stream);
   CUDA_CHECK(cudaMemcpyAsync(s.argmax_host, s.argmax_dev.as<void>(), size_t(n_logits) * 4,
                              cudaMemcpyDeviceToHost, s.stream));
 }

@@ -168,6 +168,8 @@ struct CudaBackend::Impl {
   // first logits() call after a step); greedy rows use the device argmax.
   bool logits_on_host = false;
   DeviceBuffer argmax_dev;        // [n_logits] int32
+  DeviceBuffer argmax_done;       // argmax_rows' per-row counters (zeroed at allocation)
+  DeviceBuffer argmax_part;       // argmax_rows' partial results
   int32_t* argmax_host = nullptr; // pinned copy, written by every step
   size_t argmax_host_cap = 0;     // ints
   int32_t n_logits = 0;
