@@ -100,8 +100,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float sm_acc[kWarps][G][HD];
   pdl_trigger();
   // The metadata and block tables were uploaded before the step, so they
-  // (and in a decode step the cached K/V rows of the first round) are read
-  // while the previous kernel still runs.
+  // (and the first round's K/V rows that earlier steps wrote: positions
+  // below BatchMeta::new0) are read while the previous kernel still runs.
   const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int t = a.rows ? a.rows[i] : i;
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int* bt = a.meta.bt + a.meta.bt_off[seq];
   const int j0 = split * chunk, j1 = min(n_ctx, j0 + chunk);
   const int fresh = a.meta.new0 ? a.meta.new0[seq] : 0;  // positions >= fresh may be written in this step
-  const bool fused = a.rope_cs != nullptr;          // implies decode_step
+  const bool fused = a.rope_cs != nullptr;  // a decode step: RoPE and the K/V store here
   const int head0 = g * G;
   const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
   const uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
