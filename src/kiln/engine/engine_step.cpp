@@ -51,7 +51,11 @@ void EngineImpl::step() {
     return;
   }
 
-  const auto t_plan = std::chrono::steady_clock::now();
+  // Step-trace timestamps (cfg_.trace_steps), not read otherwise.
+  auto mark = [this] {
+    return cfg_.trace_steps ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  };
+  const auto t_plan = mark();
   // Baked tails the newly admitted sequences start with (scheduler.h).
   Status st = Status::success();
   for (const TailCopy& c : sched_.tail_copies()) {
@@ -59,11 +63,11 @@ void EngineImpl::step() {
     cache_->release(c.src);
   }
   build_batch(plan);
-  const auto t_built = std::chrono::steady_clock::now();
+  const auto t_built = mark();
   if (st.ok()) st = backend_.forward(batch_);
-  const auto t_enqueued = std::chrono::steady_clock::now();
+  const auto t_enqueued = mark();
   if (st.ok()) st = backend_.synchronize();
-  const auto t_synced = std::chrono::steady_clock::now();
+  const auto t_synced = mark();
   if (!st.ok()) {
     // The sequences of this batch fail; their blocks (never registered in the
     // prefix cache: that happens only after a good step) go back to the pool.

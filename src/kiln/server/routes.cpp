@@ -330,7 +330,8 @@ HttpResponse Router::completions(const HttpRequest& req) {
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
   spec.model = config_.model_id;
-  const auto t_parsed = std::chrono::steady_clock::now();
+  const auto t_parsed = config_.trace_requests ? std::chrono::steady_clock::now()
+                                               : std::chrono::steady_clock::time_point{};
   Json logged = Json::array();
   for (auto& p : cr.prompts) {
     if (p.is_tokens) {
