@@ -144,13 +144,12 @@ Status CudaBackend::forward(const Batch& batch) {
   std::fill(new0, new0 + n_seqs, std::numeric_limits<int32_t>::max());
   int32_t max_ctx = 0, max_ctx_logits = 0, n_logits = 0;
   // A decode step: each sequence has one row (their K/V rows of earlier
-  // steps are then all the attention reads besides the row's own).
-  bool decode = n == n_seqs;
-  std::vector<uint8_t>& seen = s.seq_seen_scratch;
-  seen.assign(size_t(n_seqs), 0);
+  // steps are then all the attention reads besides the row's own). With as
+  // many rows as sequences, that is every sequence having a row.
+  const bool decode =
+      n == n_seqs && std::all_of(last_pos.begin(), last_pos.end(), [](int32_t p) { return p >= 0; });
   for (int64_t i = 0; i < n; ++i) {
     const BatchToken& t = batch.tokens[size_t(i)];
-    if (seen[size_t(t.seq)]++) decode = false;
     new0[t.seq] = std::min(new0[t.seq], t.pos);
     tokens[i] = t.token;
     pos[i] = t.pos;

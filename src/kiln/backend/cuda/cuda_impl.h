@@ -176,7 +176,6 @@ struct CudaBackend::Impl {
   DeviceSampling sampling;        // sample_rows() (cuda_sample.cpp)
   std::vector<int32_t> validate_scratch;
   std::vector<int32_t> meta_scratch;
-  std::vector<uint8_t> seq_seen_scratch;  // rows per sequence seen while forming meta (decode steps)
 
   // Shape of one forward step (what the launched kernels depend on).
   struct Step {
