@@ -90,6 +90,13 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
   return warp_sum(v);
 }
 
+// One RoPE output: element `second` (0 or 1) of the pair (x0, x1) rotated
+// by the angle whose cosine and sine are c and s. Every kernel that applies
+// RoPE goes through this, so a fused path has the separate one's bits.
+__device__ __forceinline__ float rope_rotate(float x0, float x1, float c, float s, bool second) {
+  return second ? x0 * s + x1 * c : x0 * c - x1 * s;
+}
+
 // Quantizes one warp's 32 values (one per lane: a block of ActQ8, at element
 // index e of row r) into both planes: q1 = round(v / d1), d1 = max|v| / 127,
 // then the same for the residual v - d1 q1. A non-finite value makes d1 NaN,

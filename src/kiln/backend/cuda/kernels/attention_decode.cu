@@ -67,9 +67,9 @@ struct Half<4> {
   }
 };
 
-// RoPE over a whole head held kL dims per lane (lane l: dims kL*l + e), as
-// rope_kv.cu computes it. NeoX pairs (d, d + HD/2) sit in lanes l and l^16;
-// adjacent pairs (2i, 2i + 1) in one lane (kL is even).
+// RoPE over a whole head held kL dims per lane (lane l: dims kL*l + e),
+// with rope_kv.cu's arithmetic (rope_rotate). NeoX pairs (d, d + HD/2) sit
+// in lanes l and l^16; adjacent pairs (2i, 2i + 1) in one lane (kL is even).
 template <int HD>
 __device__ __forceinline__ void rope_lane(float (&v)[HD / 32], const float* __restrict__ c,
                                           const float* __restrict__ s, bool neox, int lane) {
@@ -81,11 +81,10 @@ __device__ __forceinline__ void rope_lane(float (&v)[HD / 32], const float* __re
     const int d = kL * lane + e;
     if (neox) {
       const int i = d % (HD / 2);
-      r[e] = lane < 16 ? v[e] * c[i] - other * s[i] : other * s[i] + v[e] * c[i];
+      r[e] = lane < 16 ? rope_rotate(v[e], other, c[i], s[i], false) : rope_rotate(other, v[e], c[i], s[i], true);
     } else {
       const int i = d / 2;
-      const float x0 = v[e & ~1], x1 = v[e | 1];
-      r[e] = e % 2 == 0 ? x0 * c[i] - x1 * s[i] : x0 * s[i] + x1 * c[i];
+      r[e] = rope_rotate(v[e & ~1], v[e | 1], c[i], s[i], e % 2 != 0);
     }
   }
 #pragma unroll
@@ -112,8 +111,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int fresh = a.meta.new0 ? a.meta.new0[seq] : 0;  // positions >= fresh may be written in this step
   const bool fused = a.rope_cs != nullptr;  // a decode step: RoPE and the K/V store here
   const int head0 = g * G;
-  const uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
-  const uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
+  uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
+  uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
   const int bs = a.kv.block_size;
 
   // K/V rows of the round starting at jb whose positions lie in [lo, hi);
@@ -178,8 +177,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     vnew.pack(vf);
     if (warp == 0 && j1 == n_ctx) {
       const int p = n_ctx - 1, b = bt[p / bs];
-      knew.store(const_cast<uint8_t*>(kbase) + size_t(b) * a.kv.k_block_stride + size_t(p % bs) * a.kv.k_row);
-      vnew.store(const_cast<uint8_t*>(vbase) + size_t(b) * a.kv.v_block_stride + size_t(p % bs) * a.kv.v_row);
+      knew.store(kbase + size_t(b) * a.kv.k_block_stride + size_t(p % bs) * a.kv.k_row);
+      vnew.store(vbase + size_t(b) * a.kv.v_block_stride + size_t(p % bs) * a.kv.v_row);
     }
   }
 #pragma unroll

@@ -115,8 +115,7 @@ __global__ void __launch_bounds__(kWarps * 32) rope_kv_kernel(RopeKvArgs a) {
       const int side = a.neox ? d / n_pairs : d % 2;
       const int first = a.neox ? i : 2 * i;
       const int second = a.neox ? i + n_pairs : 2 * i + 1;
-      const float x0 = b[first], x1 = b[second];
-      v[k] = side == 0 ? x0 * c[i] - x1 * s[i] : x0 * s[i] + x1 * c[i];
+      v[k] = rope_rotate(b[first], b[second], c[i], s[i], side != 0);
     }
   }
   if (is_q) {
