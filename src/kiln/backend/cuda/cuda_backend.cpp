@@ -886,6 +886,9 @@ Status CudaBackend::reserve_batch(int32_t max_rows, int32_t max_ctx) {
   Impl& s = *impl_;
   if (!s.model) return make_error("reserve_batch before load_weights");
   if (max_rows < 1 || max_ctx < 1) return make_error("reserve_batch: rows and context must be positive");
+  if (max_rows > kMaxBatchRows)
+    return make_error(fmt::format("{} tokens a step is over the CUDA backend's {}; use a smaller "
+                                  "--max-batch-tokens", max_rows, kMaxBatchRows));
   KILN_TRY(s.reserve_rows(max_rows));
   // Split-attention partials for the worst step: any row count over the
   // longest context (decode graphs plan for its power-of-two bucket), per-row

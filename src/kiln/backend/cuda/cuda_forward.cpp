@@ -123,6 +123,8 @@ Status CudaBackend::forward(const Batch& batch) {
   const int64_t n = batch.n_tokens();
   s.n_logits = 0;
   if (n == 0) return Status::success();
+  if (n > kMaxBatchRows)
+    return make_error(fmt::format("forward: {} rows in one step, over the CUDA backend's {}", n, kMaxBatchRows));
 
   // Batch metadata, one upload: tokens | pos | seq | logit rows | table
   // offsets | first new positions | tables.

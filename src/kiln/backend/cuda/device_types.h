@@ -19,6 +19,10 @@
 
 namespace kiln::cuda {
 
+// Most batch rows one step may have: the per-row kernels (norms, SwiGLU,
+// attention, argmax) put the rows in the grid's y dimension, 65,535 at most.
+constexpr int64_t kMaxBatchRows = 65535;
+
 // A 2-D weight on the device, y = W x maps n_in -> n_out.
 // Layouts:
 //  * raw (every type): GGUF's own rows, [n_out][row_stride bytes];

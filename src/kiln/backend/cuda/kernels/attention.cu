@@ -29,12 +29,6 @@ constexpr int kMaxChunk = 1024;
 #endif
 
 struct Plan {
-  // Grid (KV head x subgroup, row, split) instead of (row, KV head x
-  // subgroup, split): the blocks running together then read all the KV heads
-  // of a cache block (adjacent in memory) rather than one head's rows of
-  // many cache blocks (32 KB apart for the 8B shape). Same results; 128
-  // decode streams 8,152-8,169 against 8,091-8,098 tok/s on an H100.
-  bool heads_fastest = false;
   int n_sub = 1;     // head subgroups per KV head (n_group > kMaxGroup)
   int n_splits = 1;
   int chunk = 0;     // positions per split
@@ -44,7 +38,6 @@ Plan make_plan(const AttentionArgs& a, int n_sms) {
   Plan p;
   const int n_group = a.n_head / a.n_head_kv;
   p.n_sub = (n_group + kMaxGroup - 1) / kMaxGroup;
-  p.heads_fastest = a.n_rows <= 65535;  // the grid's y extent
   const int64_t base = a.n_rows * a.n_head_kv * p.n_sub;
   const int64_t target = 2 * int64_t(n_sms);
   const int ctx = std::max(1, a.max_ctx);
@@ -108,9 +101,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float stat_m[kMaxGroup], stat_l[kMaxGroup];
   pdl_trigger();
   pdl_wait();
-  const int i = plan.heads_fastest ? blockIdx.y : blockIdx.x;
-  const int gs = plan.heads_fastest ? blockIdx.x : blockIdx.y;
-  const int g = gs / plan.n_sub, sub = gs % plan.n_sub;
+  const int i = blockIdx.y;
+  const int g = blockIdx.x / plan.n_sub, sub = blockIdx.x % plan.n_sub;
   const int split = blockIdx.z;
   const int n_group = a.n_head / a.n_head_kv;
   const int h0 = sub * kMaxGroup;                   // first head of this block within the group
@@ -385,9 +377,12 @@ void attention(const AttentionArgs& a, float* work, int n_sms, cudaStream_t stre
   const size_t smem = std::max(size_t(ng) * size_t(a.head_dim_k + plan.chunk) + size_t(plan.chunk),
                                n_pg * size_t(ng) * size_t(a.head_dim_v)) * sizeof(float);
   KILN_ASSERT(smem <= 48 * 1024);
-  const dim3 grid = plan.heads_fastest
-                        ? dim3(unsigned(a.n_head_kv * plan.n_sub), unsigned(a.n_rows), unsigned(plan.n_splits))
-                        : dim3(unsigned(a.n_rows), unsigned(a.n_head_kv * plan.n_sub), unsigned(plan.n_splits));
+  // KV heads fastest: the blocks running together read all the KV heads of a
+  // cache block (adjacent in memory) rather than one head's rows of many
+  // cache blocks (32 KB apart for the 8B shape): 128 decode streams
+  // 8,152-8,169 against 8,091-8,098 tok/s on an H100, same results. Rows in
+  // y, as every per-row kernel here (kMaxBatchRows).
+  const dim3 grid(unsigned(a.n_head_kv * plan.n_sub), unsigned(a.n_rows), unsigned(plan.n_splits));
   switch (a.kv.type) {
     case KvType::f32: CUDA_CHECK(compat::launch_pdl(attention_kernel<KvType::f32>, grid, dim3(kThreads), smem, stream, a, plan, work)); break;
     case KvType::f16: CUDA_CHECK(compat::launch_pdl(attention_kernel<KvType::f16>, grid, dim3(kThreads), smem, stream, a, plan, work)); break;
