@@ -24,6 +24,7 @@
 #include "kiln/backend/cpu/rope.h"
 #include "kiln/backend/cuda/kernels/argmax.cuh"
 #include "kiln/backend/cuda/kernels/attention.cuh"
+#include "kiln/backend/cuda/kernels/attention_decode.cuh"
 #include "kiln/backend/cuda/kernels/embed.cuh"
 #include "kiln/backend/cuda/kernels/flash_attention.cuh"
 #include "kiln/backend/cuda/kernels/gemm.cuh"
@@ -694,6 +695,23 @@ TEST_P(CudaAttention, MatchesCpu) {
       got.resize(ref.size());
       expect_close("attention", std::string(c.label) + " " + sub.what + " L" + std::to_string(layer),
                    compare(got, ref), kF32);
+      // One decode row on the row-wise kernel: with this GPU's SMs its
+      // blocks take fewer query heads than the group; as if there were 8
+      // SMs, each block takes the whole group. Both against the CPU.
+      if (sub.rows.size() == 1 && cuda::attention_decode_supported(ga, n_sms) && hp.n_head > hp.n_head_kv &&
+          n_sms >= 64) {
+        const int few = 8;
+        const int group = int(hp.n_head / hp.n_head_kv);
+        EXPECT_LT(cuda::attention_decode_plan(ga, n_sms).heads_per_block, group) << c.label;
+        EXPECT_EQ(cuda::attention_decode_plan(ga, few).heads_per_block, group) << c.label;
+        DevVec<float> work_few(std::max<size_t>(cuda::attention_workspace_floats(ga, few), 1));
+        dout.poison();
+        cuda::attention(ga, work_few.get(), few, nullptr);
+        auto g_few = dout.download();
+        g_few.resize(ref.size());
+        expect_close("attention", std::string(c.label) + " whole group per block L" + std::to_string(layer),
+                     compare(g_few, ref), kF32);
+      }
       if (sub.rows.size() == n) {  // no row list: rows 0..n-1 in batch order
         cuda::AttentionArgs na = ga;
         na.rows = nullptr;

@@ -1,6 +1,8 @@
 // Row-wise attention over the paged f16 KV cache (see attention_decode.cuh).
 //
-// Block = (row, KV head, context split), kWarps warps. The per-thread kernel
+// Block = (row, query heads of one KV head, context split), kWarps warps;
+// a block takes the KV head's whole group of query heads, or part of it
+// while the blocks would leave SMs idle (attention_decode_plan). The per-thread kernel
 // of attention.cu spent ~15 us per layer on a decode step of an 8B model
 // (H100, contexts of 1-128): ~9 dependent memory round trips (row, position,
 // sequence, table offset, block ids, then K in four rounds and V), a
@@ -9,7 +11,7 @@
 //   - a warp takes kU positions at a time; lane l holds dims
 //     [kL * l, kL * l + kL) of each K and V row (kL = HD / 32), so a row is
 //     one coalesced read and all 2 kU loads of a lane are in flight at once;
-//   - every query head of the KV head's group uses each K/V row loaded;
+//   - every query head of the block uses each K/V row loaded;
 //   - scores are butterfly-summed across the warp (every lane gets them),
 //     softmax is online per head in registers, and the warps of the block
 //     merge through shared memory at the end;
@@ -101,7 +103,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   // The metadata and block tables were uploaded before the step, so they
   // (and the first round's K/V rows that earlier steps wrote: positions
   // below BatchMeta::new0) are read while the previous kernel still runs.
-  const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z;
+  // Block y covers query heads [G y, G y + G) of KV head g (G divides the group).
+  const int i = blockIdx.x, split = blockIdx.z;
+  const int head0 = blockIdx.y * G, g = head0 / (a.n_head / a.n_head_kv);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int t = a.rows ? a.rows[i] : i;
   const int n_ctx = a.meta.pos[t] + 1;
@@ -110,7 +114,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int j0 = split * chunk, j1 = min(n_ctx, j0 + chunk);
   const int fresh = a.meta.new0 ? a.meta.new0[seq] : 0;  // positions >= fresh may be written in this step
   const bool fused = a.rope_cs != nullptr;  // a decode step: RoPE and the K/V store here
-  const int head0 = g * G;
   uint8_t* kbase = a.kv.k_layer(a.layer) + size_t(g) * a.kv.k_head_stride + 2 * kL * lane;
   uint8_t* vbase = a.kv.v_layer(a.layer) + size_t(g) * a.kv.v_head_stride + 2 * kL * lane;
   const int bs = a.kv.block_size;
@@ -175,7 +178,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     rope_lane<HD>(kf, c, sn, a.rope_neox, lane);
     knew.pack(kf);
     vnew.pack(vf);
-    if (warp == 0 && j1 == n_ctx) {
+    if (warp == 0 && j1 == n_ctx && head0 == g * (a.n_head / a.n_head_kv)) {  // the group's first block
       const int p = n_ctx - 1, b = bt[p / bs];
       knew.store(kbase + size_t(b) * a.kv.k_block_stride + size_t(p % bs) * a.kv.k_row);
       vnew.store(vbase + size_t(b) * a.kv.v_block_stride + size_t(p % bs) * a.kv.v_row);
@@ -279,10 +282,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <class F>
-bool dispatch_decode(const AttentionArgs& a, F&& f) {
-  const int g = a.n_head / a.n_head_kv;
+bool dispatch_decode(const AttentionArgs& a, int heads_per_block, F&& f) {
   auto hd = [&]<int HD>() {
-    switch (g) {
+    switch (heads_per_block) {
       case 1: f.template operator()<HD, 1>(); return true;
       case 2: f.template operator()<HD, 2>(); return true;
       case 4: f.template operator()<HD, 4>(); return true;
@@ -324,14 +326,27 @@ DecodePlan attention_decode_plan(const AttentionArgs& a, int n_sms) {
   const int per = (ctx + splits - 1) / splits;
   p.chunk = (per + kRound - 1) / kRound * kRound;
   p.n_splits = (ctx + p.chunk - 1) / p.chunk;
+  // While the (row, KV head, split) blocks leave SMs idle, the query heads
+  // of a group are spread over more blocks (as far as one wave holds them):
+  // a block's chain of dependent steps (scores summed across the warp, the
+  // warps' merge, the 8-bit output) then covers fewer heads, and the
+  // group's blocks read the same K/V rows side by side (L2 serves all but
+  // the first). H100, 8B shape, same logits: tg128 468-470 against 444-445
+  // tok/s; 64 tokens after 512 / 1,500 of context 396-398 / 378 against
+  // 365-366 / 359-361. Past one wave it loses: at 4,000 positions (128
+  // blocks already) one head per block gave 325 against 344.
+  const int group = a.n_head / a.n_head_kv;
+  p.heads_per_block = group;
+  while (p.heads_per_block > 1 && base * p.n_splits * (group / p.heads_per_block) * 2 <= n_sms)
+    p.heads_per_block /= 2;
   return p;
 }
 
 void attention_decode(const AttentionArgs& a, const DecodePlan& plan, float* work, cudaStream_t stream) {
   if (a.n_rows == 0) return;
   KILN_ASSERT(plan.n_splits == 1 || work != nullptr);
-  const dim3 grid(unsigned(a.n_rows), unsigned(a.n_head_kv), unsigned(plan.n_splits));
-  const bool ok = dispatch_decode(a, [&]<int HD, int G>() {
+  const dim3 grid(unsigned(a.n_rows), unsigned(a.n_head / plan.heads_per_block), unsigned(plan.n_splits));
+  const bool ok = dispatch_decode(a, plan.heads_per_block, [&]<int HD, int G>() {
     CUDA_CHECK(compat::launch_pdl(attention_decode_kernel<HD, G>, grid, dim3(kWarps * 32), 0, stream, a,
                                   plan.chunk, plan.n_splits, work));
   });

@@ -19,6 +19,7 @@ bool attention_decode_supported(const AttentionArgs& a, int n_sms);
 struct DecodePlan {
   int n_splits = 1;  // context splits per (row, KV head); > 1: merged by attention_merge_splits
   int chunk = 0;     // positions per split (a multiple of 64)
+  int heads_per_block = 1;  // query heads of one KV head's group per block (divides the group)
 };
 DecodePlan attention_decode_plan(const AttentionArgs& a, int n_sms);
 
