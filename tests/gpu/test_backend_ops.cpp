@@ -689,15 +689,20 @@ TEST_P(CudaAttention, MatchesCpu) {
       ga.n_head = int(hp.n_head), ga.n_head_kv = int(hp.n_head_kv);
       ga.head_dim_k = ga.head_dim_v = int(hp.head_dim_k);
       DevVec<float> work(std::max<size_t>(cuda::attention_workspace_floats(ga, n_sms), 1));
-      dout.poison();
-      cuda::attention(ga, work.get(), n_sms, nullptr);
-      auto got = dout.download();
-      got.resize(ref.size());
-      expect_close("attention", std::string(c.label) + " " + sub.what + " L" + std::to_string(layer),
-                   compare(got, ref), kF32);
+      // attention(args) as if the GPU had `sms` multiprocessors (the split
+      // plan depends on it), against the CPU.
+      auto check = [&](const cuda::AttentionArgs& args, int sms, float* w, const std::string& what) {
+        dout.poison();
+        cuda::attention(args, w, sms, nullptr);
+        auto got = dout.download();
+        got.resize(ref.size());
+        expect_close("attention", std::string(c.label) + " " + what + " L" + std::to_string(layer),
+                     compare(got, ref), kF32);
+      };
+      check(ga, n_sms, work.get(), sub.what);
       // One decode row on the row-wise kernel: with this GPU's SMs its
       // blocks take fewer query heads than the group; as if there were 8
-      // SMs, each block takes the whole group. Both against the CPU.
+      // SMs, each block takes the whole group.
       if (sub.rows.size() == 1 && cuda::attention_decode_supported(ga, n_sms) && hp.n_head > hp.n_head_kv &&
           n_sms >= 64) {
         const int few = 8;
@@ -705,22 +710,12 @@ TEST_P(CudaAttention, MatchesCpu) {
         EXPECT_LT(cuda::attention_decode_plan(ga, n_sms).heads_per_block, group) << c.label;
         EXPECT_EQ(cuda::attention_decode_plan(ga, few).heads_per_block, group) << c.label;
         DevVec<float> work_few(std::max<size_t>(cuda::attention_workspace_floats(ga, few), 1));
-        dout.poison();
-        cuda::attention(ga, work_few.get(), few, nullptr);
-        auto g_few = dout.download();
-        g_few.resize(ref.size());
-        expect_close("attention", std::string(c.label) + " whole group per block L" + std::to_string(layer),
-                     compare(g_few, ref), kF32);
+        check(ga, few, work_few.get(), "whole group per block");
       }
       if (sub.rows.size() == n) {  // no row list: rows 0..n-1 in batch order
         cuda::AttentionArgs na = ga;
         na.rows = nullptr;
-        dout.poison();
-        cuda::attention(na, work.get(), n_sms, nullptr);
-        auto g2 = dout.download();
-        g2.resize(ref.size());
-        expect_close("attention", std::string(c.label) + " no row list L" + std::to_string(layer),
-                     compare(g2, ref), kF32);
+        check(na, n_sms, work.get(), "no row list");
       }
       // The output also as the 8-bit blocks of the output projection's
       // input (two planes: grid and residual), compared dequantized.
