@@ -283,6 +283,12 @@ TEST(ArtifactEngine, BakedPromptTailIsReusedExactly) {
   ASSERT_EQ(exported->blocks.size(), 4u);
   EXPECT_EQ(exported->blocks[3].parent, 2);
   EXPECT_EQ(exported->blocks[3].tokens, std::vector<int32_t>(warm.begin() + 12, warm.end()));
+  {  // the tail's 4th slot (a generated token's in the live block) goes out as zeros
+    std::vector<uint8_t> tail(exported->blocks[3].kv.begin(), exported->blocks[3].kv.end());
+    const std::vector<uint8_t> as_exported = tail;
+    clear_kv_slots(tail, lm.model->hparams(), KvType::f16, 4, 3);
+    EXPECT_EQ(tail, as_exported);
+  }
 
   auto wf = through_warm_file(d / "warm.bin", KvType::f16, std::move(*exported));
   ASSERT_TRUE(wf.ok()) << wf.message();

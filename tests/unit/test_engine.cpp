@@ -945,4 +945,28 @@ TEST(Engine, KvBlocksForBytes) {
   EXPECT_EQ(kv_blocks_for_bytes(hp, KvType::q8_0, 16, 10 * per), 10 * 64 / 34);
 }
 
+// Clearing a partial block's unwritten slots touches exactly those rows of
+// every layer's K and V heads in the canonical layout.
+TEST(Engine, ClearKvSlotsZeroesOnlyTheSlotsPastTheFirstOnes) {
+  model::HParams hp = lm().model->hparams();
+  hp.n_head_kv = 2;     // rows of several heads per layer
+  hp.head_dim_v = 64;   // K and V rows of different sizes
+  const int32_t bs = 4, first = 3;
+  for (KvType t : {KvType::f16, KvType::q8_0}) {
+    std::vector<uint8_t> block(kv_bytes_per_block(hp, t, bs), uint8_t(0xAB));
+    clear_kv_slots(block, hp, t, bs, first);
+    size_t at = 0, cleared = 0;
+    for (int64_t l = 0; l < hp.n_layer; ++l)
+      for (const size_t row : {kv_row_bytes(t, hp.head_dim_k), kv_row_bytes(t, hp.head_dim_v)})
+        for (int64_t h = 0; h < hp.n_head_kv; ++h)
+          for (int32_t slot = 0; slot < bs; ++slot, at += row)
+            for (size_t i = 0; i < row; ++i) {
+              ASSERT_EQ(block[at + i], slot < first ? 0xAB : 0) << kv_type_name(t) << " layer " << l << " slot " << slot;
+              cleared += slot >= first;
+            }
+    EXPECT_EQ(at, block.size());
+    EXPECT_EQ(cleared, block.size() / size_t(bs));  // one slot of four
+  }
+}
+
 }  // namespace

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 
+#include "kiln/core/assert.h"
 #include "kiln/model/hparams.h"
 
 namespace kiln {
@@ -52,6 +53,16 @@ uint64_t kv_bytes_per_block(const model::HParams& hp, KvType type, int32_t block
   const uint64_t per_pos = uint64_t(hp.n_head_kv) *
                            (kv_row_bytes(type, hp.head_dim_k) + kv_row_bytes(type, hp.head_dim_v));
   return per_pos * uint64_t(block_size) * uint64_t(hp.n_layer);
+}
+
+void clear_kv_slots(std::span<uint8_t> block, const model::HParams& hp, KvType type, int32_t block_size,
+                    int32_t first) {
+  KILN_ASSERT(block.size() == kv_bytes_per_block(hp, type, block_size) && first >= 0 && first <= block_size);
+  uint8_t* p = block.data();
+  for (int64_t l = 0; l < hp.n_layer; ++l)
+    for (const size_t row : {kv_row_bytes(type, hp.head_dim_k), kv_row_bytes(type, hp.head_dim_v)})
+      for (int64_t h = 0; h < hp.n_head_kv; ++h, p += row * size_t(block_size))
+        std::fill(p + row * size_t(first), p + row * size_t(block_size), uint8_t(0));
 }
 
 int32_t kv_blocks_for_bytes(const model::HParams& hp, KvType type, int32_t block_size,

@@ -52,6 +52,11 @@ uint64_t kv_bytes_per_block(const model::HParams& hp, KvType type, int32_t block
 // each), capped at INT32_MAX; 0 when not even one block fits.
 int32_t kv_blocks_for_bytes(const model::HParams& hp, KvType type, int32_t block_size,
                             uint64_t budget_bytes);
+// Zeroes slots [first, block_size) of every layer's K and V heads in one
+// block of the canonical format (Backend::read_kv_block): an exported
+// partial block then carries no bytes of the pool's unwritten slots.
+void clear_kv_slots(std::span<uint8_t> block, const model::HParams& hp, KvType type, int32_t block_size,
+                    int32_t first);
 // Checks that a KV configuration suits the model (type vs head size, sizes).
 Status check_kv_config(const model::HParams& hp, const KvCacheConfig& cfg);
 

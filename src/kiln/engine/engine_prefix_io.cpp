@@ -169,6 +169,11 @@ Result<PrefixBlocks> EngineImpl::export_prefix_blocks(
     std::span<uint8_t> dst(out.storage.data() + i * size_t(out.block_bytes),
                            size_t(out.block_bytes));
     KILN_TRY(backend_.read_kv_block(order[i], dst));
+    // A prompt's partial last block: its unwritten slots hold whatever the
+    // pool had there (the CUDA pool is not cleared), so they go out as zeros
+    // and a bake's warm.bin does not depend on them.
+    if (out.blocks[i].tokens.size() < bs)
+      clear_kv_slots(dst, model_.hparams(), cfg_.kv.type, out.block_size, int32_t(out.blocks[i].tokens.size()));
     out.blocks[i].kv = dst;
   }
   return out;

@@ -635,7 +635,12 @@ Status CudaBackend::init_kv_cache(const KvCacheConfig& cfg) {
     return make_error(fmt::format("KV cache: cannot allocate {:.1f} MiB of GPU memory for {} "
                                   "blocks of {} positions; use fewer blocks or --kv-type fp8/q8_0",
                                   double(total) / (1 << 20), cfg.n_blocks, cfg.block_size));
-  KILN_CUDA_TRY(cudaMemsetAsync(s.kv_buf.as<void>(), 0, total, s.stream));
+  // The pool is not cleared: 67 GB for an 8B model on an H100 took 23 ms
+  // of start-up (engine phase 0.028-0.030 s against 0.005-0.007 s without).
+  // No kernel reads a slot that was not written: attention reads the
+  // positions below each row's context, the tensor-core tiles fill the
+  // positions past it with zeros, and an export clears a partial block's
+  // unwritten slots (clear_kv_slots).
   k.base = s.kv_buf.as<uint8_t>();
   s.kv = k;
   s.kv_cfg = cfg;
