@@ -216,7 +216,7 @@ def main():
         cold.append(t)
         stop(proc)
         # kiln's own account of the cold start (where the time above the bound went)
-        print("".join(l for l in log if "start-up:" in l or "streamed to the GPU" in l or "restored" in l), end="")
+        print("".join(l for l in log if "start-up:" in l or "streamed to the GPU" in l), end="")
     rec("ready_cold_s", min(cold), "s", f"all {['%.3f' % t for t in cold]}")
 
     # First request after ready vs. steady state.
