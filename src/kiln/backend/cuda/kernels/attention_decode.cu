@@ -2,12 +2,12 @@
 //
 // Block = (row, query heads of one KV head, context split), kWarps warps;
 // a block takes the KV head's whole group of query heads, or part of it
-// while the blocks would leave SMs idle (attention_decode_plan). The per-thread kernel
-// of attention.cu spent ~15 us per layer on a decode step of an 8B model
-// (H100, contexts of 1-128): ~9 dependent memory round trips (row, position,
-// sequence, table offset, block ids, then K in four rounds and V), a
-// position per thread with 3 of 4 warps idle at short contexts, and a
-// second kernel merging 8 mostly empty splits. Here:
+// while the blocks would leave SMs idle (attention_decode_plan).
+// The per-thread kernel of attention.cu spent ~15 us per layer on a decode
+// step of an 8B model (H100, contexts of 1-128): ~9 dependent memory round
+// trips (row, position, sequence, table offset, block ids, then K in four
+// rounds and V), a position per thread with 3 of 4 warps idle at short
+// contexts, and a second kernel merging 8 mostly empty splits. Here:
 //   - a warp takes kU positions at a time; lane l holds dims
 //     [kL * l, kL * l + kL) of each K and V row (kL = HD / 32), so a row is
 //     one coalesced read and all 2 kU loads of a lane are in flight at once;
