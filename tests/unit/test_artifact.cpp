@@ -138,6 +138,20 @@ TEST(ArtifactEarlyVerify, ChecksChunksAndNamesTheCorruptOne) {
     EXPECT_FALSE(v.verified(4) || v.verified(5));  // nothing after the failure
   }
   {
+    // Started from the path alone (serve's first step): its own mapping and
+    // trailer, the same digest as the writer's.
+    auto v = artifact::EarlyVerifier::start(p, 2);
+    ASSERT_NE(v, nullptr);
+    EXPECT_EQ(v->digest(), in->digest);
+    ASSERT_TRUE(wait(*v));
+    EXPECT_TRUE(v->stop().ok());
+    EXPECT_EQ(v->n_verified(), 6u);
+    // No file, or no trailer: nothing started; the full open reports why.
+    EXPECT_EQ(artifact::EarlyVerifier::start(d / "missing.bin", 2), nullptr);
+    write_all(d / "plain.bin", std::vector<uint8_t>(3000, 7));
+    EXPECT_EQ(artifact::EarlyVerifier::start(d / "plain.bin", 2), nullptr);
+  }
+  {
     // Stopped at once (the context was already there): whatever it did
     // check matched, and the rest is left to the loader.
     artifact::EarlyVerifier v(good, *in, p, 2);

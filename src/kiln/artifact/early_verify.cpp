@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "kiln/gguf/mapped_file.h"
+
 namespace kiln::artifact {
 
 namespace {
@@ -28,9 +30,19 @@ bool resident(const uint8_t* p, uint64_t len) {
 
 }  // namespace
 
-EarlyVerifier::EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string path,
+std::unique_ptr<EarlyVerifier> EarlyVerifier::start(const std::string& path, int threads) {
+  auto map = gguf::MappedFile::open(path);
+  if (!map) return nullptr;
+  auto in = read_integrity_trailer((*map)->bytes(), path);
+  if (!in) return nullptr;
+  auto v = std::make_unique<EarlyVerifier>((*map)->bytes(), std::move(*in), path, threads);
+  v->map_ = std::move(*map);  // the mapping itself stays where it is
+  return v;
+}
+
+EarlyVerifier::EarlyVerifier(std::span<const uint8_t> file, Integrity in, std::string path,
                              int threads)
-    : file_(file), in_(in), name_(std::move(path)), n_chunks_(in.chunk_xxh3.size()) {
+    : file_(file), in_(std::move(in)), name_(std::move(path)), n_chunks_(in_.chunk_xxh3.size()) {
   fd_ = open(name_.c_str(), O_RDONLY | O_CLOEXEC);
   ok_ = std::make_unique<std::atomic<bool>[]>(n_chunks_);
   for (uint64_t i = 0; i < n_chunks_; ++i) ok_[i].store(false, std::memory_order_relaxed);

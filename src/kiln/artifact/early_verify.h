@@ -28,15 +28,25 @@
 #include "kiln/artifact/checksum.h"
 #include "kiln/core/status.h"
 
+namespace kiln::gguf {
+class MappedFile;
+}
+
 namespace kiln::artifact {
 
 class EarlyVerifier {
  public:
-  // `file` is the whole mapped file and `in` its trailer (both must outlive
-  // this object); `path` names it in messages and is opened for the reads
+  // `file` is the whole mapped file (it must outlive this object) and `in`
+  // its trailer; `path` names it in messages and is opened for the reads
   // of chunks not in the page cache. Starts `threads` threads that take body
   // chunks in file order.
-  EarlyVerifier(std::span<const uint8_t> file, const Integrity& in, std::string path, int threads);
+  EarlyVerifier(std::span<const uint8_t> file, Integrity in, std::string path, int threads);
+  // The same for the file at `path`, mapped and its trailer read here (one
+  // small read), so the checks (and a cold disk's reads) start at once:
+  // `kiln serve` calls this first thing, before the CUDA driver starts.
+  // Errors (no such file, a damaged trailer) are left for the full open to
+  // report: the result is then null.
+  static std::unique_ptr<EarlyVerifier> start(const std::string& path, int threads);
   ~EarlyVerifier();
   EarlyVerifier(const EarlyVerifier&) = delete;
   EarlyVerifier& operator=(const EarlyVerifier&) = delete;
@@ -48,6 +58,9 @@ class EarlyVerifier {
   bool verified(uint64_t i) const;
   uint64_t n_verified() const;
   uint64_t n_chunks() const { return n_chunks_; }
+  // The trailer's digest: chunk i means the same bytes to another reader
+  // only when its Integrity has this digest.
+  const std::string& digest() const { return in_.digest; }
   // Every thread has run out of chunks (or met a mismatch): stop() would
   // not wait.
   bool finished() const { return running_.load() == 0; }
@@ -55,8 +68,9 @@ class EarlyVerifier {
  private:
   void run();
 
+  std::unique_ptr<gguf::MappedFile> map_;  // start()'s own mapping of the file
   std::span<const uint8_t> file_;
-  const Integrity& in_;
+  const Integrity in_;
   std::string name_;
   int fd_ = -1;  // for chunks not in the page cache; -1: hash through the mapping
   uint64_t n_chunks_ = 0;
