@@ -8,6 +8,9 @@ Measures, on the machine it runs on:
   cold       the same after evicting the artifact from the page cache
              (posix_fadvise DONTNEED; residency printed with fincore when present)
   read rate  best parallel read rate of the artifact's weights.bin from disk
+             (8, 16 and 32 reader threads)
+  cold plain the cold start of --plain-artifact (the same weights without baked
+             prefixes), against the bound weights.bin / read rate + 0.3 s
   first req  logits hash (top logprobs of a greedy completion) and TTFT of the
              first request after ready vs. a steady-state request
   preamble   TTFT of a request starting with the baked preamble vs. one with
@@ -169,6 +172,8 @@ def main():
     ap.add_argument("--artifact", required=True)
     ap.add_argument("--floor-bin", help="binary that only creates a CUDA context")
     ap.add_argument("--preamble-file", help="the baked preamble text (warm prompt)")
+    ap.add_argument("--plain-artifact",
+                    help="the same model baked without warm prompts: cold starts of it too")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--serve-args", default="")
     ap.add_argument("--json-out")
@@ -202,22 +207,40 @@ def main():
     print("".join(log[-30:]))
 
     size = os.path.getsize(weights)
-    rate = parallel_read_rate(weights)
-    rec("disk_parallel_read_GBps", rate / 1e9, "GB/s", f"{size / 1e9:.2f} GB, 8 threads")
-    rec("cold_bound_s", size / rate + 0.3, "s", "file bytes / best parallel read rate + 0.3 s")
+    # The best of a few reader counts: an NVMe disk may want more requests in
+    # flight than kiln's 8 loader threads give it; the bound uses the best.
+    rates = {n: parallel_read_rate(weights, threads=n) for n in (8, 16, 32)}
+    best = max(rates, key=rates.get)
+    rate = rates[best]
+    rec("disk_parallel_read_GBps", rate / 1e9, "GB/s",
+        f"{size / 1e9:.2f} GB, best of " + ", ".join(f"{n} threads {r / 1e9:.2f}" for n, r in rates.items()))
+    rec("cold_bound_s", size / rate + 0.3, "s", "weights.bin bytes / best parallel read rate + 0.3 s")
 
-    cold = []
-    for _ in range(max(1, a.repeats - 1)):
-        evict(weights)
-        evict(os.path.join(a.artifact, "warm.bin"))
-        print("residency before cold start:", residency(weights))
-        port = free_port()
-        proc, t, log = start(a.kiln, a.artifact, port, extra)
-        cold.append(t)
-        stop(proc)
-        # kiln's own account of the cold start (where the time above the bound went)
-        print("".join(l for l in log if "start-up:" in l or "streamed to the GPU" in l), end="")
-    rec("ready_cold_s", min(cold), "s", f"all {['%.3f' % t for t in cold]}")
+    def cold_starts(artifact):
+        out = []
+        for _ in range(max(1, a.repeats - 1)):
+            for f in ("weights.bin", "warm.bin"):
+                evict(os.path.join(artifact, f))
+            print("residency before cold start:", residency(os.path.join(artifact, "weights.bin")))
+            port = free_port()
+            proc, t, log = start(a.kiln, artifact, port, extra)
+            out.append(t)
+            stop(proc)
+            # kiln's own account of the cold start (where the time above the bound went)
+            print("".join(l for l in log if "start-up:" in l or "streamed to the GPU" in l), end="")
+        return out
+
+    # The same weights without baked prefixes: what the bound above measures.
+    if a.plain_artifact:
+        cold = cold_starts(a.plain_artifact)
+        rec("ready_cold_plain_s", min(cold), "s",
+            f"artifact without warm prompts, all {['%.3f' % t for t in cold]}; bound {size / rate + 0.3:.3f} s")
+    # With baked prefixes kiln reads warm.bin too before it is ready.
+    warm_size = os.path.getsize(os.path.join(a.artifact, "warm.bin"))
+    cold = cold_starts(a.artifact)
+    rec("ready_cold_s", min(cold), "s",
+        f"all {['%.3f' % t for t in cold]}; with warm.bin's {warm_size / 1e6:.0f} MB the bytes read "
+        f"give a bound of {(size + warm_size) / rate + 0.3:.3f} s")
 
     # First request after ready vs. steady state.
     port = free_port()
