@@ -105,7 +105,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   // below BatchMeta::new0) are read while the previous kernel still runs.
   // Block y covers query heads [G y, G y + G) of KV head g (G divides the group).
   const int i = blockIdx.x, split = blockIdx.z;
-  const int head0 = blockIdx.y * G, g = head0 / (a.n_head / a.n_head_kv);
+  const int group = a.n_head / a.n_head_kv;  // query heads per KV head
+  const int head0 = blockIdx.y * G, g = head0 / group;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int t = a.rows ? a.rows[i] : i;
   const int n_ctx = a.meta.pos[t] + 1;
@@ -178,7 +179,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     rope_lane<HD>(kf, c, sn, a.rope_neox, lane);
     knew.pack(kf);
     vnew.pack(vf);
-    if (warp == 0 && j1 == n_ctx && head0 == g * (a.n_head / a.n_head_kv)) {  // the group's first block
+    if (warp == 0 && j1 == n_ctx && head0 == g * group) {  // the group's first block
       const int p = n_ctx - 1, b = bt[p / bs];
       knew.store(kbase + size_t(b) * a.kv.k_block_stride + size_t(p % bs) * a.kv.k_row);
       vnew.store(vbase + size_t(b) * a.kv.v_block_stride + size_t(p % bs) * a.kv.v_row);
