@@ -599,9 +599,13 @@ INSTANTIATE_TEST_SUITE_P(
 
 // ---- attention -------------------------------------------------------------------------------
 
-struct AttnCase {
+// Query heads, KV heads and head size of an attention case (label: its name).
+struct HeadShape {
   const char* label;
   int64_t n_head, n_kv, hd;
+};
+
+struct AttnCase : HeadShape {
   KvType kv;
 };
 
@@ -772,24 +776,22 @@ TEST_P(CudaAttention, MatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaAttention,
-    ::testing::Values(AttnCase{"g4_hd64_f16", 8, 2, 64, KvType::f16},
-                      AttnCase{"g4_hd128_f32", 32, 8, 128, KvType::f32},
-                      AttnCase{"g16_hd64_q8_0", 32, 2, 64, KvType::q8_0},
-                      AttnCase{"g2_hd32_fp8", 4, 2, 32, KvType::fp8},
-                      AttnCase{"g1_hd8_f16", 4, 4, 8, KvType::f16},
+    ::testing::Values(AttnCase{{"g4_hd64_f16", 8, 2, 64}, KvType::f16},
+                      AttnCase{{"g4_hd128_f32", 32, 8, 128}, KvType::f32},
+                      AttnCase{{"g16_hd64_q8_0", 32, 2, 64}, KvType::q8_0},
+                      AttnCase{{"g2_hd32_fp8", 4, 2, 32}, KvType::fp8},
+                      AttnCase{{"g1_hd8_f16", 4, 4, 8}, KvType::f16},
                       // head size 128 with f16 K/V: the tensor-core prefill kernel as well
-                      AttnCase{"g4_hd128_f16", 32, 8, 128, KvType::f16},
-                      AttnCase{"g8_hd128_f16", 16, 2, 128, KvType::f16},
-                      AttnCase{"g1_hd128_f16", 4, 4, 128, KvType::f16}),
+                      AttnCase{{"g4_hd128_f16", 32, 8, 128}, KvType::f16},
+                      AttnCase{{"g8_hd128_f16", 16, 2, 128}, KvType::f16},
+                      AttnCase{{"g1_hd128_f16", 4, 4, 128}, KvType::f16}),
     [](const auto& info) { return std::string(info.param.label); });
 
 }  // namespace
 
 // ---- RoPE and K/V store fused into decode attention -------------------------------------------
 
-struct FusedCase {
-  const char* label;
-  int64_t n_head, n_kv, hd;
+struct FusedCase : HeadShape {
   bool neox;
 };
 
@@ -913,9 +915,9 @@ TEST_P(CudaFusedRope, MatchesRopeKvThenAttention) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaFusedRope,
-    ::testing::Values(FusedCase{"g4_hd128_neox", 32, 8, 128, true}, FusedCase{"g4_hd128_adjacent", 32, 8, 128, false},
-                      FusedCase{"g2_hd64_adjacent", 8, 4, 64, false}, FusedCase{"g8_hd64_neox", 16, 2, 64, true},
-                      FusedCase{"g1_hd128_neox", 4, 4, 128, true}),
+    ::testing::Values(FusedCase{{"g4_hd128_neox", 32, 8, 128}, true}, FusedCase{{"g4_hd128_adjacent", 32, 8, 128}, false},
+                      FusedCase{{"g2_hd64_adjacent", 8, 4, 64}, false}, FusedCase{{"g8_hd64_neox", 16, 2, 64}, true},
+                      FusedCase{{"g1_hd128_neox", 4, 4, 128}, true}),
     [](const auto& info) { return std::string(info.param.label); });
 
 // ---- per-op timings at the reference model's decode shapes (printed, not asserted) ----------
