@@ -112,6 +112,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const uint4* p = reinterpret_cast<const uint4*>(wrow[mt][h] + size_t(ok ? blk : 0) * (kQ4 ? 16 : 32));
+          // Through L1 (__ldg), unlike the matvec's weights: loads that skip
+          // L1 (ld.global.nc.L1::no_allocate) made 8 / 32 / 64 / 128 streams
+          // 3-5 % slower (bench/NOTES.md row 38).
 #pragma unroll
           for (int l = 0; l < C::kLoads; ++l) raw.q[mt][h][s][l] = __ldg(p + l);
           raw.d[mt][h][s] = ok ? __ldg(srow[mt][h] + blk) : uint16_t(0);
