@@ -97,6 +97,15 @@ bool verify_image_while_loading(Backend& be, uint64_t offset, uint64_t body_byte
   return false;
 }
 
+bool may_verify_image_while_loading(const std::string& device) {
+#ifdef KILN_HAVE_CUDA
+  return device != "cpu";
+#else
+  (void)device;
+  return false;
+#endif
+}
+
 const cpu::CpuBackend* as_cpu(const Backend& be) { return dynamic_cast<const cpu::CpuBackend*>(&be); }
 
 KvType default_kv_type(const Backend& be) {

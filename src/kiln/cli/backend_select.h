@@ -53,6 +53,11 @@ std::optional<ImageLoadInfo> image_load_info(const Backend& be);
 using ChunkVerifier = std::function<Status(uint64_t i, std::span<const uint8_t> bytes)>;
 bool verify_image_while_loading(Backend& be, uint64_t offset, uint64_t body_bytes,
                                 uint64_t chunk_bytes, ChunkVerifier verify);
+// Whether the backend `--device` names (empty: the default) may be one that
+// verifies while it streams, known before it exists: false for the CPU and
+// for a kiln built without CUDA, where chunks checked early would only be
+// checked again.
+bool may_verify_image_while_loading(const std::string& device);
 
 bool cuda_built();           // kiln was compiled with the CUDA backend
 std::string default_device(); // "cuda" when built with CUDA and a GPU is present, else "cpu"

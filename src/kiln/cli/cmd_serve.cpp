@@ -193,14 +193,15 @@ int run_serve(const ServeOptions& o) {
   // and while the context is created; the loader checks only the rest. On a
   // cold disk this is where its reads begin: started after the port and the
   // model's header instead, they began 0.15 s after exec (bench/NOTES.md).
-  // Not for O_DIRECT loads (this reads through the page cache) nor downloads
-  // (their bytes are still arriving). KILN_EARLY_VERIFY_THREADS sets its
-  // threads (default --load-threads; 0: off).
+  // Not for O_DIRECT loads (this reads through the page cache), downloads
+  // (their bytes are still arriving) nor the CPU backend (it verifies the
+  // whole body itself). KILN_EARLY_VERIFY_THREADS sets its threads (default
+  // --load-threads; 0: off).
   std::shared_ptr<artifact::EarlyVerifier> early;
   {
     int threads = dev.load_threads;
     if (const char* e = std::getenv("KILN_EARLY_VERIFY_THREADS"); e && *e) threads = std::atoi(e);
-    if (dev.expect_image && !dev.load_direct && threads > 0)
+    if (dev.expect_image && !dev.load_direct && threads > 0 && may_verify_image_while_loading(dev.device))
       early = artifact::EarlyVerifier::start(
           (std::filesystem::path(o.model) / artifact::kWeightsFileName).string(), threads);
   }
@@ -313,7 +314,7 @@ int run_serve(const ServeOptions& o) {
     return src;
   }();
   // The early checks count only for the very file the loader reads.
-  if (early && !(source && source->image_body_unverified && !download &&
+  if (early && !(source && source->image_body_unverified &&
                  early->digest() == source->artifact->weights_integrity.digest)) {
     (void)early->stop();  // a mismatch it found is the full open's to report
     early.reset();
